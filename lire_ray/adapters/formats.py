@@ -1,0 +1,213 @@
+"""Per-format record parsers: each turns one raw record into one :class:`~lire_ray.pool.PoolRow`.
+
+Formats (the record fields each one reads):
+
+- ``hh``: Anthropic HH-RLHF ``{"chosen": str, "rejected": str}``, transcripts of
+  ``"\\n\\nHuman: ..."`` / ``"\\n\\nAssistant: ..."`` turns. The prompt is the dialogue up to and
+  including the final ``"\\n\\nAssistant:"``; the candidates are the two final replies with
+  leading whitespace removed, sources ``["human", "human"]``, ``preferred = 0`` (chosen). The
+  turns are also kept as ``prompt_messages`` (user/assistant) so tokenizers with a chat template
+  can render them. A pair whose dialogues differ before the final reply is a bad row
+  (``hh_prefix_mismatch``).
+- ``tldr``: summarize-from-feedback comparisons ``{"info": {"id", "post", "title",
+  "subreddit"}, "summaries": [{"text", "policy"?}, ...], "choice": int}``. Prompt
+  ``"SUBREDDIT: r/{subreddit}\\nTITLE: {title}\\nPOST: {post}\\nTL;DR:"`` (rows with a null
+  ``post`` and an ``article``, the CNN/DM part, use ``"TITLE: {title}\\nARTICLE: {article}\\n
+  TL;DR:"``); candidates are the summary texts with leading whitespace removed; prompt_id is
+  ``info.id``. A summary whose ``policy`` is ``"ref"`` (the poster's own TL;DR) has source
+  "human", others "dataset". Comparisons of the same post are merged by :func:`merge_tldr`.
+- ``listwise``: ``{"prompt": str, "responses": [str, ...], "rewards"?: [float] | {name:
+  [float]}, "sources"?: [str], "prompt_id"?: str, "preferred"?: int}``, any K >= 1. A rewards
+  list is stored under the reward name "given"; sources default to "dataset".
+- ``chat``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
+  "responses"?: [str], "rewards"?, "prompt_id"?, "preferred"?}``. When the last message is from
+  the assistant it is the human-written candidate (source "human") and the prompt is the
+  messages before it; ``responses`` are further candidates for that turn (source "dataset").
+  ``prompt`` holds the turns rendered HH-style (``"\\n\\nHuman: ..."``, ending in
+  ``"\\n\\nAssistant:"``) and ``prompt_messages`` the turns as JSON.
+
+Every format's ``prompt_id`` is the given one or the sha1 of the prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from lire_ray.adapters.records import BadRow, Fields
+from lire_ray.pool import DATASET, HUMAN, PoolRow, source_version
+
+HUMAN_TAG = "\n\nHuman:"
+ASSISTANT_TAG = "\n\nAssistant:"
+_ROLE_TAGS = {"system": "\n\nSystem:", "user": HUMAN_TAG, "assistant": ASSISTANT_TAG}
+
+
+def render_messages(messages: list[dict]) -> str:
+    """Render chat turns as an HH-style prompt ending in ``"\\n\\nAssistant:"``."""
+    return "".join(f"{_ROLE_TAGS[m['role']]} {m['content']}" for m in messages) + ASSISTANT_TAG
+
+
+def hh_messages(prompt: str) -> list[dict] | None:
+    """Split an HH prompt (ending in the final Assistant tag) into chat turns, or None."""
+    body = prompt[: -len(ASSISTANT_TAG)]
+    if not body.startswith(HUMAN_TAG):
+        return None
+    turns, role, rest = [], "user", body[len(HUMAN_TAG):]
+    while True:
+        tag = ASSISTANT_TAG if role == "user" else HUMAN_TAG
+        cut = rest.find(tag)
+        turns.append({"role": role, "content": (rest if cut < 0 else rest[:cut]).strip()})
+        if cut < 0:
+            return turns if role == "user" else None
+        role, rest = ("assistant" if role == "user" else "user"), rest[cut + len(tag):]
+
+
+def parse_hh(f: Fields) -> PoolRow:
+    chosen, rejected = f.get("chosen", str), f.get("rejected", str)
+    split = []
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        cut = text.rfind(ASSISTANT_TAG)
+        if cut < 0:
+            raise f.bad("missing_turn", "no '\\n\\nAssistant:' turn", name)
+        split.append((text[: cut + len(ASSISTANT_TAG)], text[cut + len(ASSISTANT_TAG):].lstrip()))
+    (prompt, reply_c), (prompt_r, reply_r) = split
+    if prompt != prompt_r:
+        at = next((i for i, (a, b) in enumerate(zip(prompt, prompt_r, strict=False))
+                   if a != b), min(len(prompt), len(prompt_r)))
+        raise f.bad("hh_prefix_mismatch", "chosen and rejected dialogues differ before the "
+                    f"final reply (first difference at character {at})", "rejected")
+    if HUMAN_TAG not in prompt:
+        raise f.bad("empty_prompt", "dialogue has no '\\n\\nHuman:' turn", "chosen")
+    messages = hh_messages(prompt)
+    return PoolRow(
+        prompt_id=f.prompt_id(prompt), prompt=prompt, responses=(reply_c, reply_r),
+        sources=(HUMAN, HUMAN), policy_version=(-1, -1), preferred=0,
+        prompt_messages=None if messages is None else json.dumps(messages, ensure_ascii=False))
+
+
+def parse_tldr(f: Fields) -> PoolRow:
+    info = f.get("info", dict)
+    pid = str(f.get("id", (str, int), within=info, prefix="info."))
+    if not pid:
+        raise f.bad("empty_prompt_id", "is empty", "info.id")
+    post = f.get("post", str, within=info, prefix="info.", optional=True)
+    if post is None and info.get("article") is not None:
+        article = f.get("article", str, within=info, prefix="info.")
+        title = f.get("title", str, within=info, prefix="info.", optional=True) or ""
+        prompt = f"TITLE: {title}\nARTICLE: {article}\nTL;DR:"
+    else:
+        if post is None:
+            raise f.bad("missing_field", "missing field", "info.post")
+        title = f.get("title", str, within=info, prefix="info.")
+        sub = f.get("subreddit", str, within=info, prefix="info.")
+        prompt = f"SUBREDDIT: r/{sub}\nTITLE: {title}\nPOST: {post}\nTL;DR:"
+    if post is not None and not post.strip():
+        raise f.bad("empty_prompt", "is empty", "info.post")
+    summaries = f.get("summaries", list)
+    if not summaries:
+        raise f.bad("no_candidates", "no summaries (K = 0)", "summaries")
+    texts, sources = [], []
+    for j, s in enumerate(summaries):
+        s = f.check(s, dict, f"summaries[{j}]")
+        texts.append(f.get("text", str, within=s, prefix=f"summaries[{j}].").lstrip())
+        policy = s.get("policy")
+        sources.append(HUMAN if policy == "ref" else DATASET)
+    choice = f.get("choice", int)
+    if not 0 <= choice < len(texts):
+        raise f.bad("out_of_range", f"{choice} is not an index below {len(texts)}", "choice")
+    return PoolRow(prompt_id=pid, prompt=prompt, responses=tuple(texts),
+                   sources=tuple(sources), policy_version=(-1,) * len(texts), preferred=choice)
+
+
+def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
+               ) -> list[tuple[int, PoolRow]]:
+    """Merge comparison rows about the same post into one row per ``prompt_id``.
+
+    Candidates are the union of distinct summary texts in order of first appearance. The
+    merged ``preferred`` is the summary chosen in the most comparisons; ties go to the earliest
+    candidate. A later row with the same id but a different prompt is a bad row
+    (``conflicting_prompt``) passed to ``on_bad``.
+
+    Args:
+        items: (row number, single-comparison row) in input order.
+        on_bad: Called with each :class:`BadRow`; raises or records it.
+        source: Input name for messages.
+
+    Returns:
+        (row number of the first comparison, merged row) in order of first appearance.
+    """
+    groups: dict[str, dict] = {}
+    for row_no, row in items:
+        g = groups.get(row.prompt_id)
+        if g is None:
+            g = {"row": row_no, "first": row, "texts": {}, "wins": Counter()}
+            groups[row.prompt_id] = g
+        elif row.prompt != g["first"].prompt:
+            on_bad(BadRow("conflicting_prompt", f"prompt differs from row {g['row']}, which "
+                          "has the same info.id", source=source, row=row_no,
+                          field="info.post"))
+            continue
+        for text, src in zip(row.responses, row.sources, strict=True):
+            g["texts"].setdefault(text, src)
+        g["wins"][row.responses[row.preferred]] += 1
+    out = []
+    for g in groups.values():
+        texts = list(g["texts"])
+        best = max(g["wins"].values())
+        preferred = next(j for j, t in enumerate(texts) if g["wins"][t] == best)
+        first = g["first"]
+        out.append((g["row"], PoolRow(
+            prompt_id=first.prompt_id, prompt=first.prompt, responses=tuple(texts),
+            sources=tuple(g["texts"].values()), policy_version=(-1,) * len(texts),
+            preferred=preferred)))
+    return out
+
+
+def parse_listwise(f: Fields) -> PoolRow:
+    prompt = f.get("prompt", str)
+    if not prompt.strip():
+        raise f.bad("empty_prompt", "is empty", "prompt")
+    responses = f.text_list("responses")
+    return _candidates_row(f, prompt, responses, f.text_list("sources", optional=True), None)
+
+
+def parse_chat(f: Fields) -> PoolRow:
+    messages = f.get("messages", list)
+    turns = []
+    for j, m in enumerate(messages):
+        m = f.check(m, dict, f"messages[{j}]")
+        role = f.get("role", str, within=m, prefix=f"messages[{j}].")
+        if role not in _ROLE_TAGS:
+            raise f.bad("wrong_value", f"role {role!r} is not system, user or assistant",
+                        f"messages[{j}].role")
+        turns.append({"role": role,
+                      "content": f.get("content", str, within=m, prefix=f"messages[{j}].")})
+    human = []
+    if turns and turns[-1]["role"] == "assistant":
+        human = [turns.pop()["content"]]
+    if not any(t["role"] == "user" and t["content"].strip() for t in turns):
+        raise f.bad("empty_prompt", "no non-empty user message before the final reply",
+                    "messages")
+    extra = f.text_list("responses", optional=True) or []
+    sources = [HUMAN] * len(human) + [DATASET] * len(extra)
+    row = _candidates_row(f, render_messages(turns), human + extra, sources,
+                          json.dumps(turns, ensure_ascii=False), field="messages")
+    return row
+
+
+def _candidates_row(f: Fields, prompt: str, responses: list[str], sources: list[str] | None,
+                    messages: str | None, field: str = "responses") -> PoolRow:
+    k = len(responses)
+    if k == 0:
+        raise f.bad("no_candidates", "no candidate responses (K = 0)", field)
+    if sources is None:
+        sources = [DATASET] * k
+    elif len(sources) != k:
+        raise f.bad("wrong_length", f"{len(sources)} sources for {k} responses", "sources")
+    return PoolRow(
+        prompt_id=f.prompt_id(prompt), prompt=prompt, responses=tuple(responses),
+        sources=tuple(sources), policy_version=tuple(source_version(s) for s in sources),
+        rewards=f.rewards(k), preferred=f.preferred(k), prompt_messages=messages)
+
+
+PARSERS = {"hh": parse_hh, "tldr": parse_tldr, "listwise": parse_listwise, "chat": parse_chat}

@@ -1,0 +1,83 @@
+"""Shared command-line plumbing for the scripts in ``jobs/``.
+
+Every job takes ``--config RECIPE`` (default ``configs/tiny.yaml``), ``--debug`` and any number
+of ``key.path=value`` overrides. :func:`run_job` turns a :class:`~lire_ray.errors.LireError` into
+a short message on stderr and exit status 2 (a traceback only with ``--debug``), and Ctrl-C into
+exit status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from lire_ray.config import DEFAULT_RECIPE, Recipe, load_recipe
+from lire_ray.errors import LireError
+
+log = logging.getLogger("lire_ray")
+
+
+def job_parser(description: str, *, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the options every recipe-driven job shares.
+
+    Args:
+        description: The job's one-paragraph help text.
+        epilog: Extra help printed after the options (examples, aliases).
+
+    Returns:
+        A parser with ``--config``, ``--debug`` and positional ``overrides``.
+    """
+    parser = argparse.ArgumentParser(
+        description=description, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, metavar="RECIPE",
+                        help=f"YAML recipe (default: {DEFAULT_RECIPE.relative_to(DEFAULT_RECIPE.parents[1])})")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and debug logging")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="recipe overrides, e.g. train.lr=1e-5 evolve.steps=3")
+    return parser
+
+
+def parse_recipe(args: argparse.Namespace, aliases: dict[str, str] | None = None) -> Recipe:
+    """Load the recipe named by ``args.config`` with ``args.overrides`` applied."""
+    return load_recipe(args.config, args.overrides, aliases=aliases)
+
+
+def setup_logging(debug: bool) -> None:
+    """Log lines with a timestamp to stderr; DEBUG with ``--debug``."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("urllib3", "filelock", "matplotlib", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(main: Callable[[argparse.Namespace], int | None],
+            parser: argparse.ArgumentParser, argv: list[str] | None = None) -> NoReturn:
+    """Parse arguments, run ``main(args)`` and exit with a clean status.
+
+    Args:
+        main: The job body; returns an exit status or ``None`` for 0.
+        parser: The job's parser (usually from :func:`job_parser`).
+        argv: Arguments (default ``sys.argv[1:]``).
+    """
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("LIRE_DEBUG") == "1"
+    setup_logging(debug)
+    try:
+        status = main(args)
+    except LireError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        print("(run with --debug for a traceback)", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)

@@ -1,0 +1,399 @@
+"""Recipe schema: YAML files in ``configs/`` validated by pydantic, with dotted overrides.
+
+A recipe is loaded with :func:`load_recipe`, which reads the YAML file, applies command-line
+overrides such as ``train.lr=1e-5`` or ``rewards.0.path=/models/rm``, and validates the result
+against :class:`Recipe`. Unknown keys, wrong types and bad values raise
+:class:`~lire_ray.errors.ConfigError` naming the key and what is allowed, before any work starts.
+
+Notation used in field descriptions: E Evolve steps, I Iterate epochs, K candidates per prompt,
+T the LIRE temperature (paper eq. 5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lire_ray.errors import ConfigError
+
+#: The recipe used when a job is started with no ``--config``.
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class LoraConfig(_Strict):
+    """LoRA adapter settings (peft); the paper trained with LoRA + ZeRO-2 (sec. 4.2)."""
+
+    enabled: bool = False
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    merge_on_save: bool = Field(True, description="Also save a merged full model beside the adapter.")
+
+
+class ModelConfig(_Strict):
+    """The policy and reference model."""
+
+    policy: str = Field(
+        "tiny", description="HF hub id or local directory; 'tiny' builds and caches the embedded "
+        "default policy under run.cache_dir.")
+    reference: str | None = Field(None, description="Reference policy; default: the initial policy.")
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are left-truncated to this.")
+    max_response_tokens: int = Field(128, gt=0, description="Responses are right-truncated to this.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class RSOConfig(_Strict):
+    """Statistical rejection sampling (RSO, paper sec. 4.7): sample N, keep K."""
+
+    enabled: bool = False
+    num_samples: int = Field(8, gt=0, description="N candidates drawn before selection.")
+    beta: float = Field(0.5, gt=0, description="RSO's beta: lower keeps fewer low-reward samples.")
+
+
+class SamplerConfig(_Strict):
+    """Candidate generation."""
+
+    backend: Literal["vllm", "hf"] = "vllm"
+    num_candidates: int = Field(4, ge=1, description="K: candidates per prompt in the pool "
+                                "(human-written ones included).")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, gt=0)
+    stop: list[str] = Field(default_factory=list, description="Stop strings, e.g. '\\n\\nHuman:'.")
+    seed: int = 0
+    diverse_beam_groups: int = Field(0, ge=0, description="HF backend only: >0 uses diverse beam "
+                                     "search with this many groups (paper sec. 4.4).")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM; use ~0.25 on CPU.")
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(512, gt=0)
+    batch_size: int = Field(16, gt=0, description="Prompts per sampler call.")
+    rso: RSOConfig = Field(default_factory=RSOConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplerConfig:
+        if self.diverse_beam_groups and self.backend != "hf":
+            raise ValueError("diverse_beam_groups needs sampler.backend='hf'")
+        if self.rso.enabled and self.rso.num_samples < self.num_candidates:
+            raise ValueError("sampler.rso.num_samples must be >= sampler.num_candidates")
+        return self
+
+
+class RewardModelConfig(_Strict):
+    """One reward model: an HF sequence classifier or a Python scorer ``module:function``."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: Literal["hf", "python"] = "hf"
+    path: str = Field(..., description="hf: hub id or directory; python: 'module:function'.")
+    template: Literal["plain", "openassistant", "qa", "chat"] = "plain"
+    normalize: Literal["none", "zscore"] = "none"
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(512, gt=0)
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardModelConfig:
+        if self.kind == "python" and ":" not in self.path:
+            raise ValueError(f"reward model '{self.name}': kind 'python' needs path 'module:function'")
+        return self
+
+
+class LossConfig(_Strict):
+    """The training objective, by registry name, with its parameters."""
+
+    name: Literal["lire", "sft", "dpo", "ipo", "slic", "rrhf", "pro", "pl"] = "lire"
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Keyword parameters of the loss, e.g. temperature.")
+
+
+class TrainConfig(_Strict):
+    """Optimisation (paper sec. 4.2: cosine decay, LoRA + ZeRO-2)."""
+
+    lr: float = Field(2e-5, gt=0)
+    epochs: int = Field(1, ge=1, description="I: Iterate epochs per Evolve step.")
+    micro_batch_prompts: int = Field(4, ge=1, description="Prompts (with all K candidates) per "
+                                     "micro-batch per worker.")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, "
+                                                      "fp32 on CPU.")
+    packing: Literal["shared_prefix", "padded"] = "shared_prefix"
+    logprob_chunk_size: int = Field(1024, gt=0, description="lm_head positions per chunk.")
+    gradient_checkpointing: bool = False
+    logger: Literal["tensorboard", "wandb", "mlflow", "none"] = "tensorboard"
+
+
+class EvolveConfig(_Strict):
+    """Algorithm 1 (paper sec. 3.2)."""
+
+    steps: int = Field(2, ge=1, description="E: Evolve steps.")
+    keep_human: bool = Field(True, description="Keep human-written candidates (sec. 4.7).")
+    max_staleness: int = Field(0, ge=0, description="Policy versions a candidate may lag when "
+                               "sampling overlaps training; 0 = strict Algorithm 1.")
+    train_reward: str | None = Field(None, description="Reward model trained on; default: the "
+                                     "first in `rewards`.")
+
+
+class DataConfig(_Strict):
+    """Where prompts come from."""
+
+    train: str = Field("builtin:reviews", description="Prepared pool directory, or 'builtin:reviews' "
+                       "for the embedded default task.")
+    eval: str | None = Field(None, description="Held-out pool directory (or builtin split).")
+    max_prompts: int | None = Field(None, gt=0)
+    eval_prompts: int | None = Field(None, gt=0)
+
+
+class ActorResources(_Strict):
+    """Resources of one actor role; applied with ``ray.remote(**...)`` by the jobs."""
+
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=-1)
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources, "
+                                        "e.g. {node_sampler: 1} to pin a role to a node.")
+
+
+class TrainerResources(_Strict):
+    """Ray Train scaling of the trainer group."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    max_failures: int = Field(2, ge=-1)
+
+
+class ResourcesConfig(_Strict):
+    """Placement of the roles (split: separate devices; colocate: shared, phases alternate)."""
+
+    placement: Literal["split", "colocate"] = "split"
+    sampler: ActorResources = Field(default_factory=ActorResources)
+    reward: ActorResources = Field(default_factory=ActorResources)
+    reference: ActorResources = Field(default_factory=ActorResources)
+    trainer: TrainerResources = Field(default_factory=TrainerResources)
+
+
+class RayConfig(_Strict):
+    """How the job finds its Ray cluster."""
+
+    address: str | None = Field(None, description="None: join a running cluster if any "
+                                "(RAY_ADDRESS) else start a local one.")
+    num_cpus: int | None = Field(None, ge=1, description="Only for a local cluster started by "
+                                 "the job.")
+    dashboard_host: str = "127.0.0.1"
+    namespace: str = "lire-ray"
+
+
+class EvalConfig(_Strict):
+    """Evaluation (paper sec. 4.3–4.5, A.8)."""
+
+    judges: list[str] = Field(default_factory=list, description="Reward model names used as "
+                              "judges (RM*); default: all.")
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 1.0])
+    num_samples: int = Field(1, ge=1)
+    best_of_n: list[int] = Field(default_factory=lambda: [1, 4])
+    kl_samples: int = Field(4, ge=1)
+
+
+class RunConfig(_Strict):
+    """Where outputs go."""
+
+    dir: str = "runs/tiny"
+    resume: bool = False
+    cache_dir: str = Field(".cache/lire-ray", description="Built tiny models are cached here.")
+    seed: int = 0
+
+
+class Recipe(_Strict):
+    """A whole recipe. Every section has defaults; a YAML file overrides what it names."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    rewards: list[RewardModelConfig] = Field(default_factory=list)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evolve: EvolveConfig = Field(default_factory=EvolveConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("rewards")
+    @classmethod
+    def _unique_rm_names(cls, value: list[RewardModelConfig]) -> list[RewardModelConfig]:
+        names = [rm.name for rm in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"reward model names must be unique, repeated: {dupes}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        names = [rm.name for rm in self.rewards]
+        if self.evolve.train_reward is not None and self.evolve.train_reward not in names:
+            raise ValueError(f"evolve.train_reward '{self.evolve.train_reward}' is not one of the "
+                             f"reward models {names}")
+        unknown = [j for j in self.eval.judges if j not in names]
+        if unknown:
+            raise ValueError(f"eval.judges {unknown} are not reward models {names}")
+        if self.resources.trainer.use_gpu and self.resources.trainer.gpus_per_worker == 0:
+            raise ValueError("resources.trainer.use_gpu needs gpus_per_worker > 0")
+        return self
+
+    @property
+    def train_reward_name(self) -> str | None:
+        """The reward model the policy is trained on (``evolve.train_reward`` or the first)."""
+        if self.evolve.train_reward:
+            return self.evolve.train_reward
+        return self.rewards[0].name if self.rewards else None
+
+    def to_yaml(self) -> str:
+        """The fully resolved recipe as YAML (what a run directory snapshots)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-typed value.
+
+    Args:
+        text: One override, e.g. ``train.lr=1e-5`` or ``sampler.stop=['\\n\\nHuman:']``.
+
+    Returns:
+        The dotted key split into parts, and the value parsed as YAML (so ``1e-5`` is a float,
+        ``true`` a bool and ``[1, 2]`` a list; anything else stays a string).
+
+    Raises:
+        ConfigError: The text has no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads "1e-5" as a string (it wants a dot); numbers are what users mean.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") and value[:1] in "+-.0123456789" \
+                else value
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[path[0]][path[1]]... = value`` in place, creating dicts on the way.
+
+    List elements are addressed by index (``rewards.0.path``). Unknown keys are not rejected
+    here: validation afterwards names them with the allowed alternatives.
+
+    Raises:
+        ConfigError: A path step indexes a list out of range or descends into a scalar.
+    """
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        where = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override key '{'.'.join(path)}': '{where}' needs an index "
+                                  f"below {len(node)}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"override key '{'.'.join(path)}': '{where}' is not a section")
+    last = path[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override key '{'.'.join(path)}': index out of range")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"override key '{'.'.join(path)}' descends into a value")
+
+
+def _allowed_keys(path: tuple[Any, ...]) -> list[str]:
+    model: Any = Recipe
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        model = args[0] if args and isinstance(args[0], type) else ann
+    return sorted(getattr(model, "model_fields", {}).keys())
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """Turn a pydantic error into one line per problem: ``source: key: what is wrong``."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(recipe)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(tuple(e["loc"]))
+            lines.append(f"{source}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+            lines.append(f"{source}: {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
+                aliases: dict[str, str] | None = None) -> Recipe:
+    """Load, override and validate a recipe.
+
+    Args:
+        path: A YAML recipe; ``None`` loads :data:`DEFAULT_RECIPE`.
+        overrides: ``key.path=value`` strings applied in order after the file.
+        aliases: Job-specific short keys, e.g. ``{"data": "data.train"}`` so that
+            ``data=POOL`` means ``data.train=POOL``.
+
+    Returns:
+        The validated, frozen recipe.
+
+    Raises:
+        ConfigError: The file is missing or not a YAML mapping, or validation fails; the message
+            names every offending key and what is allowed.
+    """
+    path = Path(path) if path is not None else DEFAULT_RECIPE
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    aliases = aliases or {}
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        if len(keys) == 1 and keys[0] in aliases:
+            keys = aliases[keys[0]].split(".")
+        apply_override(data, keys, value)
+    source = str(path) + (" + overrides" if overrides else "")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None

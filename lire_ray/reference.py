@@ -1,0 +1,65 @@
+"""Reference-policy scoring: summed log-probs of every candidate under pi_ref.
+
+DPO, IPO and Plackett-Luce need ``log pi_ref(y|x)`` per candidate, and the KL metric of the
+evaluation needs it for policy samples. :class:`ReferenceScorer` computes them with the same
+memory-lean path as training (:func:`lire_ray.logprobs.sequence_logprobs`), without gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from lire_ray.collate import tokenize_group
+from lire_ray.pool import PoolRow
+
+
+class ReferenceScorer:
+    """Computes reference log-probs for pool rows.
+
+    Args:
+        model_path: Hub id or local directory of the reference policy.
+        max_prompt_tokens: Prompt truncation (must match training's).
+        max_response_tokens: Response truncation (must match training's).
+        batch_prompts: Groups per forward pass.
+        dtype: Model dtype name (see :func:`lire_ray.models.resolve_dtype`).
+        trust_remote_code: Passed to the loaders.
+        device: Torch device.
+    """
+
+    def __init__(self, model_path: str, *, max_prompt_tokens: int, max_response_tokens: int,
+                 batch_prompts: int = 8, dtype: str = "auto", trust_remote_code: bool = False,
+                 device: str = "cpu", packing: str = "shared_prefix", chunk_size: int = 1024):
+        from lire_ray.models import load_causal_lm, load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+        self.model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                    device=device)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_response_tokens = max_response_tokens
+        self.batch_prompts = batch_prompts
+        self.packing = packing
+        self.chunk_size = chunk_size
+
+    def logps(self, rows: Sequence[PoolRow]) -> list[list[float]]:
+        """Summed log-probs ``log pi_ref(y_j|x)``, one list of K floats per row."""
+        import torch
+
+        from lire_ray.logprobs import sequence_logprobs
+
+        out: list[list[float]] = []
+        for start in range(0, len(rows), self.batch_prompts):
+            chunk = rows[start:start + self.batch_prompts]
+            groups = [tokenize_group(r, self.tokenizer, max_prompt_tokens=self.max_prompt_tokens,
+                                     max_response_tokens=self.max_response_tokens)
+                      for r in chunk]
+            with torch.no_grad():
+                seq = sequence_logprobs(self.model, groups, packing=self.packing,
+                                        chunk_size=self.chunk_size)
+            for b, row in enumerate(chunk):
+                out.append([float(x) for x in seq.logps[b, :row.num_candidates].cpu()])
+        return out
+
+    def annotate(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
+        """The rows with ``ref_logps`` filled in."""
+        return [replace(r, ref_logps=tuple(lp)) for r, lp in zip(rows, self.logps(rows))]

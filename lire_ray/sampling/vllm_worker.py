@@ -1,0 +1,28 @@
+"""Methods added to every vLLM worker process (``LLM(worker_extension_cls=...)``).
+
+vLLM imports this module inside its worker processes, so it imports nothing heavy at module
+level and nothing from vLLM until a method runs there.
+"""
+
+from __future__ import annotations
+
+#: Qualified name passed to ``LLM(worker_extension_cls=...)``.
+EXTENSION_QUALNAME = "lire_ray.sampling.vllm_worker.SamplerWorkerExtension"
+
+
+class SamplerWorkerExtension:
+    """Mixed into vLLM's worker class; called with ``llm.collective_rpc(name, args=...)``."""
+
+    def lire_reseed(self, seed: int) -> None:
+        """Reseed the worker's sampling generators (Python, NumPy, torch CPU and device).
+
+        Unseeded vLLM requests draw their noise from the worker's global torch generator, so
+        reseeding it makes the next batch reproducible without per-request seeds (which make
+        vLLM sample each request separately, ~25x slower on CPU).
+
+        Args:
+            seed: The new seed.
+        """
+        from vllm.utils.torch_utils import set_random_seed
+
+        set_random_seed(int(seed))

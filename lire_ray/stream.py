@@ -1,0 +1,163 @@
+"""Ray Data stages of the candidate stream: prompts -> sample -> score -> (reference) -> pool.
+
+Every stage is a Ray Data class UDF (``map_batches(Stage, batch_format="pyarrow", ...)``) that
+forwards its batch to one of the long-lived, named role actors (``sampler-0``,
+``reward-0``, ...). Keeping the engines in long-lived actors, rather than in Ray Data's own
+actor pool, is what lets the driver push new weights to the samplers between Evolve steps and
+lets the dashboard show each role by name. Batches cross actor boundaries as lists of frozen
+:class:`~lire_ray.pool.PoolRow` messages.
+
+A role actor that dies is restarted by Ray (``max_restarts``) and the call is retried
+(``max_task_retries``); if retries run out, the stage raises
+:class:`~lire_ray.errors.ActorFailure` naming the role and carrying the cause.
+
+:class:`PartWriter` persists every scored batch as one Parquet part named after the batch's
+prompt ids, so a retried batch overwrites its own part instead of duplicating it; the driver
+then turns the parts into a pool with :func:`finalize_parts`, which checks that every prompt is
+present exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lire_ray.errors import ActorFailure, DataError
+from lire_ray.pool import HUMAN, PoolRow, rows_to_table, table_to_rows, write_pool
+
+
+def call_role(actors: Sequence, role: str, method: str, *args, **kwargs):
+    """Call ``method`` on one actor of a role (round robin by caller) and wait for the result.
+
+    Raises:
+        ActorFailure: The actor died and could not be restarted, or the method raised.
+    """
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    actor = actors[random.randrange(len(actors))]
+    try:
+        return ray.get(getattr(actor, method).remote(*args, **kwargs))
+    except RayTaskError as exc:
+        raise ActorFailure(role, f"{method} raised {exc.cause!r}") from exc
+    except RayActorError as exc:
+        raise ActorFailure(role, f"{method}: actor died and was not restarted: {exc}") from exc
+
+
+def _actors(names: Sequence[str], namespace: str | None):
+    import ray
+
+    return [ray.get_actor(n, namespace=namespace) for n in names]
+
+
+def merge_candidates(row: PoolRow, texts: Sequence[str], versions: Sequence[int], *,
+                     keep_human: bool, evolve_step: int) -> PoolRow:
+    """Row with its policy candidates replaced by new samples (paper sec. 4.7).
+
+    Human-written candidates stay when ``keep_human``; earlier policy samples are dropped.
+    Rewards and reference log-probs are cleared: they belong to the old candidate list.
+    """
+    keep = [i for i, s in enumerate(row.sources) if keep_human and s == HUMAN]
+    preferred = keep.index(row.preferred) if row.preferred in keep else -1
+    return replace(
+        row,
+        responses=tuple(row.responses[i] for i in keep) + tuple(texts),
+        sources=tuple(row.sources[i] for i in keep) + tuple(f"policy@e{v}" for v in versions),
+        policy_version=tuple(row.policy_version[i] for i in keep) + tuple(versions),
+        rewards={}, ref_logps=None, preferred=preferred, evolve_step=evolve_step)
+
+
+class SampleStage:
+    """Ray Data UDF: draws policy candidates for a batch of prompt rows.
+
+    Args:
+        actor_names: Named sampler actors.
+        namespace: Their Ray namespace.
+        num_candidates: K, the pool's candidates per prompt (human ones included).
+        keep_human: Keep human-written candidates in the pool.
+        evolve_step: Written to each row's ``evolve_step``.
+    """
+
+    def __init__(self, actor_names: Sequence[str], namespace: str | None, *, num_candidates: int,
+                 keep_human: bool, evolve_step: int):
+        self.actors = _actors(actor_names, namespace)
+        self.k = num_candidates
+        self.keep_human = keep_human
+        self.evolve_step = evolve_step
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = table_to_rows(batch)
+        humans = [sum(s == HUMAN for s in r.sources) if self.keep_human else 0 for r in rows]
+        need = max(max(self.k - h, 1) for h in humans) if rows else 0
+        cands = call_role(self.actors, "sampler", "generate", [r.prompt for r in rows], n=need)
+        out = []
+        for row, h, cs in zip(rows, humans, cands):
+            cs = list(cs)[:max(self.k - h, 1)]
+            out.append(merge_candidates(row, [c.text for c in cs], [c.policy_version for c in cs],
+                                        keep_human=self.keep_human, evolve_step=self.evolve_step))
+        return rows_to_table(out)
+
+
+class RowStage:
+    """Ray Data UDF: sends rows to a role's ``method`` that returns rows (score, reference)."""
+
+    def __init__(self, actor_names: Sequence[str], namespace: str | None, *, role: str,
+                 method: str):
+        self.actors = _actors(actor_names, namespace)
+        self.role = role
+        self.method = method
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = call_role(self.actors, self.role, self.method, table_to_rows(batch))
+        return rows_to_table(rows)
+
+
+def part_name(prompt_ids: Sequence[str]) -> str:
+    """A deterministic part file name for a batch: retries overwrite, never duplicate."""
+    digest = hashlib.sha1("\n".join(sorted(prompt_ids)).encode()).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+class PartWriter:
+    """Ray Data UDF: persists each batch to ``parts_dir`` and passes it on unchanged."""
+
+    def __init__(self, parts_dir: str):
+        self.parts_dir = Path(parts_dir)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if batch.num_rows:
+            name = part_name(batch.column("prompt_id").to_pylist())
+            tmp = self.parts_dir / f".{name}.{os.getpid()}.tmp"
+            pq.write_table(batch, tmp)
+            os.replace(tmp, self.parts_dir / name)
+        return batch
+
+
+def finalize_parts(parts_dir: str | Path, out_dir: str | Path, *, expected_ids: Sequence[str],
+                   metadata: dict | None = None) -> dict:
+    """Turn persisted parts into a verified pool; return its manifest.
+
+    Raises:
+        DataError: A prompt is missing or present twice (names the first few ids).
+    """
+    parts_dir = Path(parts_dir)
+    tables = [pq.read_table(p) for p in sorted(parts_dir.glob("part-*.parquet"))]
+    table = pa.concat_tables(tables) if tables else None
+    ids = table.column("prompt_id").to_pylist() if table is not None else []
+    seen, dupes = set(), []
+    for pid in ids:
+        (dupes.append(pid) if pid in seen else seen.add(pid))
+    missing = sorted(set(expected_ids) - seen)
+    if dupes or missing:
+        raise DataError(f"pool parts are inconsistent: {len(dupes)} duplicated prompt(s) "
+                        f"{dupes[:3]}, {len(missing)} missing {missing[:3]}", source=str(parts_dir))
+    manifest = write_pool(table, out_dir, metadata=metadata)
+    return manifest

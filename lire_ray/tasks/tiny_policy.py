@@ -1,0 +1,112 @@
+"""The embedded default policy: a tiny Llama, SFT-ed on locally generated product reviews.
+
+``ensure_tiny_policy(cache_dir)`` builds it once and caches it: a byte-level BPE tokenizer and a
+random-init Llama (:func:`lire_ray.models.build_tiny_policy`), then a short supervised
+fine-tuning on :func:`lire_ray.tasks.reviews.sft_corpus` so that it writes review-like text of
+mixed sentiment. The cache key covers every build setting, so a change rebuilds; the directory
+appears atomically (built under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from lire_ray.tasks import reviews
+
+log = logging.getLogger(__name__)
+
+BUILD = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
+         "sft_examples": 2560, "sft_epochs": 1, "sft_lr": 4e-3, "sft_batch": 32, "version": 1}
+
+
+def _key() -> str:
+    return hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def ensure_tiny_policy(cache_dir: str | Path) -> Path:
+    """Return the cached tiny policy directory, building it first if needed.
+
+    Args:
+        cache_dir: Where built models are cached (the recipe's ``run.cache_dir``).
+
+    Returns:
+        A HF model directory (tokenizer + safetensors weights).
+    """
+    cache_dir = Path(cache_dir).resolve()
+    final = cache_dir / f"tiny-policy-{_key()}"
+    if (final / "config.json").is_file():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".tiny-policy-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        _build(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _build(out: Path) -> None:
+    import torch
+
+    from lire_ray.models import build_tiny_policy, load_causal_lm, load_tokenizer
+
+    started = time.time()
+    log.info("building the tiny default policy (once; cached) ...")
+    base = out / "base"
+    build_tiny_policy(base, corpus=reviews.tokenizer_corpus(), vocab_size=BUILD["vocab_size"],
+                      hidden_size=BUILD["hidden_size"], num_layers=BUILD["num_layers"],
+                      num_heads=BUILD["num_heads"], seed=BUILD["seed"])
+    tok = load_tokenizer(base)
+    model = load_causal_lm(base, dtype="float32")
+    torch.manual_seed(BUILD["seed"])
+    pairs = reviews.sft_corpus(BUILD["sft_examples"], seed=BUILD["seed"])
+    examples = []
+    for prompt, response in pairs:
+        p = tok(prompt)["input_ids"]
+        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        examples.append((p, r))
+    opt = torch.optim.AdamW(model.parameters(), lr=BUILD["sft_lr"])
+    steps = BUILD["sft_epochs"] * (len(examples) // BUILD["sft_batch"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=BUILD["sft_lr"], total_steps=steps)
+    model.train()
+    gen = torch.Generator().manual_seed(BUILD["seed"])
+    step = 0
+    for _ in range(BUILD["sft_epochs"]):
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for i in range(0, len(order) - BUILD["sft_batch"] + 1, BUILD["sft_batch"]):
+            batch = [examples[j] for j in order[i:i + BUILD["sft_batch"]]]
+            width = max(len(p) + len(r) for p, r in batch)
+            ids = torch.full((len(batch), width), tok.pad_token_id)
+            labels = torch.full((len(batch), width), -100)
+            attn = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, (p, r) in enumerate(batch):
+                n = len(p) + len(r)
+                ids[b, :n] = torch.tensor(p + r)
+                labels[b, len(p):n] = torch.tensor(r)
+                attn[b, :n] = 1
+            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            step += 1
+            if step % 50 == 0:
+                log.info("tiny policy SFT step %d/%d loss %.3f", step, steps, loss.item())
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    shutil.rmtree(base)
+    (out / "tiny_build.json").write_text(json.dumps(BUILD, indent=2))
+    log.info("tiny policy built in %.0f s", time.time() - started)

@@ -1,0 +1,260 @@
+"""DeepSpeed engine construction: config dict, learning-rate schedule, optional LoRA.
+
+The paper trains with LoRA under DeepSpeed ZeRO-2 and a cosine learning-rate decay (sec. 4.2);
+this module turns a recipe's :class:`~lire_ray.config.TrainConfig` into exactly that: AdamW
+(``torch.optim.AdamW`` through DeepSpeed's ``torch_adam`` switch, so no fused kernel has to be
+compiled on any machine), a linear warmup followed by a cosine decay to zero, gradient clipping,
+and ZeRO stage 0-3. bf16 is used on GPUs and fp32 on the CPU accelerator.
+
+DeepSpeed is imported lazily (:func:`import_deepspeed`); on machines without CUDA the CPU
+accelerator is selected before the import, since DeepSpeed decides its accelerator once, at
+import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+from typing import Any
+
+from lire_ray.config import LoraConfig, TrainConfig
+from lire_ray.errors import ConfigError, DataError, DependencyError
+
+#: AdamW moments and epsilon (the recipe exposes lr and weight decay only).
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def import_deepspeed(use_gpu: bool | None = None):
+    """Import DeepSpeed, choosing the CPU accelerator first when no GPU is used.
+
+    Args:
+        use_gpu: Whether this process trains on a GPU; ``None`` asks torch whether CUDA is
+            available.
+
+    Returns:
+        The ``deepspeed`` module.
+
+    Raises:
+        DependencyError: DeepSpeed is not installed.
+    """
+    if use_gpu is None:
+        import torch
+
+        use_gpu = torch.cuda.is_available()
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import deepspeed
+    except ImportError as exc:
+        raise DependencyError(
+            "training needs DeepSpeed: pip install 'deepspeed==0.19.8' (it builds from source "
+            f"with no compiler needed for the ops this project uses): {exc}") from exc
+    return deepspeed
+
+
+def resolve_precision(precision: str, use_gpu: bool) -> str:
+    """The training precision actually used: ``auto`` is bf16 on GPU and fp32 on CPU.
+
+    Args:
+        precision: ``TrainConfig.precision`` (``auto``, ``fp32`` or ``bf16``).
+        use_gpu: Whether the workers train on GPUs.
+
+    Returns:
+        ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        ConfigError: Unknown precision name.
+    """
+    if precision == "auto":
+        return "bf16" if use_gpu else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{precision}'")
+    return precision
+
+
+def rows_per_worker(num_prompts: int, world_size: int) -> int:
+    """Prompts each worker trains on per epoch.
+
+    Ray Train splits the dataset with ``streaming_split(world_size, equal=True)``, which gives
+    every worker the same number of rows and drops the remainder, so workers stay in lockstep.
+
+    Args:
+        num_prompts: Rows (prompts) in the dataset.
+        world_size: Number of training workers.
+
+    Returns:
+        ``num_prompts // world_size``.
+
+    Raises:
+        DataError: Fewer prompts than workers (some worker would get nothing).
+    """
+    if num_prompts < world_size or world_size < 1:
+        raise DataError(f"the dataset has {num_prompts} prompt(s), fewer than the "
+                        f"{world_size} training worker(s); every worker needs at least one")
+    return num_prompts // world_size
+
+
+def steps_per_epoch(num_prompts: int, world_size: int, micro_batch_prompts: int,
+                    grad_accum: int) -> int:
+    """Optimizer steps in one epoch over a dataset of ``num_prompts`` rows.
+
+    Each worker reads its rows in micro-batches of ``micro_batch_prompts`` prompts (the last
+    one may be smaller) and steps after every ``grad_accum`` micro-batches; the last step of an
+    epoch may use fewer micro-batches, so an epoch never carries gradients into the next.
+
+    Args:
+        num_prompts: Rows (prompts) in the dataset.
+        world_size: Number of training workers.
+        micro_batch_prompts: Prompts per micro-batch per worker.
+        grad_accum: Micro-batches per optimizer step.
+
+    Returns:
+        ``ceil(ceil(rows_per_worker / micro_batch_prompts) / grad_accum)``.
+
+    Raises:
+        DataError: Fewer prompts than workers.
+    """
+    micro = math.ceil(rows_per_worker(num_prompts, world_size) / micro_batch_prompts)
+    return math.ceil(micro / grad_accum)
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    """Warmup length ``ceil(warmup_ratio * total_steps)`` (the transformers Trainer rule)."""
+    return math.ceil(warmup_ratio * total_steps)
+
+
+def cosine_with_warmup(step: int, *, total_steps: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warmup from 0, then cosine decay to 0 (paper sec. 4.2).
+
+    Args:
+        step: Optimizer steps taken so far (0 for the first step).
+        total_steps: Steps of the whole run.
+        warmup: Warmup steps.
+
+    Returns:
+        ``step / warmup`` during warmup, then ``0.5 * (1 + cos(pi * progress))`` with
+        ``progress = (step - warmup) / (total_steps - warmup)`` clamped to [0, 1].
+    """
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_scheduler(optimizer, *, total_steps: int, warmup: int):
+    """A ``LambdaLR`` over :func:`cosine_with_warmup`; DeepSpeed steps it once per optimizer
+    step and saves its state in checkpoints."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(optimizer, partial(cosine_with_warmup, total_steps=total_steps,
+                                       warmup=warmup))
+
+
+def build_ds_config(train: TrainConfig, *, use_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config for a recipe's training section.
+
+    Args:
+        train: The recipe's training settings (ZeRO stage, precision, accumulation, clipping,
+            lr, weight decay, micro-batch size in prompts).
+        use_gpu: Whether the workers train on GPUs (decides ``precision: auto``).
+
+    Returns:
+        A DeepSpeed config dict: AdamW through ``torch_adam``, ``gradient_clipping`` equal to
+        ``max_grad_norm``, ``zero_optimization.stage`` equal to ``zero_stage``, bf16 enabled
+        exactly when the resolved precision is bf16. The learning-rate schedule is not in the
+        dict: :func:`build_engine` passes it as a scheduler object.
+
+    Raises:
+        ConfigError: Unknown precision.
+    """
+    precision = resolve_precision(train.precision, use_gpu)
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage in (1, 2):
+        # Overlapping the gradient reduction with backward only helps with a real interconnect.
+        zero.update(overlap_comm=use_gpu, contiguous_gradients=True)
+    elif train.zero_stage == 3:
+        zero.update(overlap_comm=use_gpu, stage3_gather_16bit_weights_on_model_save=True)
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch_prompts,
+        "gradient_accumulation_steps": train.grad_accum,
+        "gradient_clipping": train.max_grad_norm,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": train.lr, "betas": list(ADAM_BETAS), "eps": ADAM_EPS,
+            "weight_decay": train.weight_decay, "torch_adam": True, "adam_w_mode": True}},
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": False},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def apply_lora(model, lora: LoraConfig, *, seed: int):
+    """Wrap a causal LM with LoRA adapters (peft) so that only adapter weights train.
+
+    Every worker draws the same adapter initialisation from ``seed``.
+
+    Args:
+        model: A transformers causal LM.
+        lora: The recipe's LoRA settings (must be enabled).
+        seed: Seed of the adapter initialisation.
+
+    Returns:
+        A ``peft.PeftModel`` whose only trainable parameters are the LoRA matrices.
+
+    Raises:
+        DependencyError: peft is not installed.
+        ConfigError: None of ``target_modules`` exists in the model.
+    """
+    import torch
+
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+    except ImportError as exc:
+        raise DependencyError(f"model.lora.enabled needs peft: pip install peft ({exc})") from exc
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in lora.target_modules if t not in names]
+    if len(missing) == len(lora.target_modules):
+        raise ConfigError(f"model.lora.target_modules {lora.target_modules}: no such modules in "
+                          f"{type(model).__name__}; it has e.g. {sorted(names)[:12]}")
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def build_engine(model, train: TrainConfig, *, use_gpu: bool, total_steps: int):
+    """Wrap ``model`` in a DeepSpeed engine with AdamW and the cosine-with-warmup schedule.
+
+    ``torch.distributed`` must already be initialised (Ray Train does it, with gloo on CPU).
+
+    Args:
+        model: The policy (transformers model or peft model); only parameters with
+            ``requires_grad`` are optimised.
+        train: The recipe's training settings.
+        use_gpu: Whether this worker trains on a GPU.
+        total_steps: Optimizer steps of the whole run (sets the schedule's length).
+
+    Returns:
+        The ``DeepSpeedEngine``.
+
+    Raises:
+        DependencyError: DeepSpeed is missing.
+        ConfigError: No trainable parameters, or ``total_steps < 1``.
+    """
+    deepspeed = import_deepspeed(use_gpu)
+    if total_steps < 1:
+        raise ConfigError(f"the run has {total_steps} optimizer steps; it needs at least one")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters")
+    config = build_ds_config(train, use_gpu=use_gpu)
+    scheduler = partial(make_scheduler, total_steps=total_steps,
+                        warmup=warmup_steps(total_steps, train.warmup_ratio))
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=config,
+                                      lr_scheduler=scheduler, dist_init_required=False)
+    return engine
