@@ -50,6 +50,7 @@ Rows are 1-based lines for JSONL, 0-based indices for JSON arrays, Parquet and h
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
     p = argparse.ArgumentParser(
         prog="python jobs/prepare.py", description=__doc__.split("\n\n")[0],
         epilog=FORMAT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run one preparation; return the exit status (0 ok, 1 bad input or arguments)."""
     args = parse_args(argv)
     try:
         report = prepare_pool(args.format, args.input, args.output, split=args.split,

@@ -171,6 +171,19 @@ def test_write_refuses_existing_dir_and_overwrites_on_request(tmp_path):
     assert listed_dirs(tmp_path) == ["pool"]
 
 
+def test_overwrite_never_replaces_something_that_is_not_a_pool(tmp_path):
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a pool"):
+        write_pool(make_rows(1), precious, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_pool(make_rows(1), empty, overwrite=True)
+    assert len(read_pool(empty)) == 1
+
+
 def test_invalid_rows_write_nothing(tmp_path):
     rows = make_rows(2) + [PoolRow(prompt_id="x", prompt="p", responses=[], sources=[],
                                    policy_version=[])]

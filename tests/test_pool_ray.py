@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_local():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -37,9 +37,9 @@ def as_items(rows):
     return rows_to_table(rows).to_pylist()
 
 
-def test_dataset_round_trip(ray_session, tmp_path):
+def test_dataset_round_trip(ray_local, tmp_path):
     rows = make_rows(9)
-    ds = ray_session.data.from_items(as_items(rows), override_num_blocks=3)
+    ds = ray_local.data.from_items(as_items(rows), override_num_blocks=3)
     out = tmp_path / "pool"
     manifest = write_pool_dataset(ds, out, metadata={"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]
@@ -55,7 +55,7 @@ def test_dataset_round_trip(ray_session, tmp_path):
     assert sorted(table_to_rows(table), key=lambda r: int(r.prompt_id[1:])) == rows
 
 
-def test_read_dataset_verifies_manifest(ray_session, tmp_path):
+def test_read_dataset_verifies_manifest(ray_local, tmp_path):
     out = tmp_path / "pool"
     write_pool(make_rows(4), out)
     target = out / "part-00000.parquet"
@@ -65,22 +65,22 @@ def test_read_dataset_verifies_manifest(ray_session, tmp_path):
     assert err.value.source == str(target)
 
 
-def test_invalid_dataset_writes_nothing(ray_session, tmp_path):
+def test_invalid_dataset_writes_nothing(ray_local, tmp_path):
     items = as_items(make_rows(3))
     items[2]["prompt_id"] = items[0]["prompt_id"]
     with pytest.raises(DataError, match="duplicate prompt_id"):
-        write_pool_dataset(ray_session.data.from_items(items), tmp_path / "pool")
+        write_pool_dataset(ray_local.data.from_items(items), tmp_path / "pool")
     for item in items:
         item.pop("sources")
     with pytest.raises(DataError, match="sources"):
-        write_pool_dataset(ray_session.data.from_items(items), tmp_path / "pool")
+        write_pool_dataset(ray_local.data.from_items(items), tmp_path / "pool")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dataset_files_carry_the_schema_version(ray_session, tmp_path):
+def test_dataset_files_carry_the_schema_version(ray_local, tmp_path):
     import pyarrow.parquet as pq
 
-    write_pool_dataset(ray_session.data.from_items(as_items(make_rows(2))), tmp_path / "pool")
+    write_pool_dataset(ray_local.data.from_items(as_items(make_rows(2))), tmp_path / "pool")
     manifest = json.loads((tmp_path / "pool" / "manifest.json").read_text())
     for f in manifest["files"]:
         schema = pq.read_schema(tmp_path / "pool" / f["name"])

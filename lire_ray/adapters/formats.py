@@ -43,12 +43,27 @@ _ROLE_TAGS = {"system": "\n\nSystem:", "user": HUMAN_TAG, "assistant": ASSISTANT
 
 
 def render_messages(messages: list[dict]) -> str:
-    """Render chat turns as an HH-style prompt ending in ``"\\n\\nAssistant:"``."""
+    """Render chat turns as an HH-style prompt.
+
+    Args:
+        messages: ``{"role": "system"|"user"|"assistant", "content": str}`` turns.
+
+    Returns:
+        ``"\\n\\n{System|Human|Assistant}: {content}"`` per turn, then ``"\\n\\nAssistant:"``.
+    """
     return "".join(f"{_ROLE_TAGS[m['role']]} {m['content']}" for m in messages) + ASSISTANT_TAG
 
 
 def hh_messages(prompt: str) -> list[dict] | None:
-    """Split an HH prompt (ending in the final Assistant tag) into chat turns, or None."""
+    """Split an HH prompt into chat turns.
+
+    Args:
+        prompt: HH dialogue text ending in the final ``"\\n\\nAssistant:"``.
+
+    Returns:
+        Alternating user/assistant turns (stripped), or None when the text does not start
+        with a Human turn or does not end on one.
+    """
     body = prompt[: -len(ASSISTANT_TAG)]
     if not body.startswith(HUMAN_TAG):
         return None
@@ -63,6 +78,17 @@ def hh_messages(prompt: str) -> list[dict] | None:
 
 
 def parse_hh(f: Fields) -> PoolRow:
+    """Parse an ``hh`` record (see module docstring).
+
+    Args:
+        f: The record with its source and row number.
+
+    Returns:
+        One pool row.
+
+    Raises:
+        BadRow: The record is malformed (names the field and reason).
+    """
     chosen, rejected = f.get("chosen", str), f.get("rejected", str)
     split = []
     for name, text in (("chosen", chosen), ("rejected", rejected)):
@@ -86,6 +112,17 @@ def parse_hh(f: Fields) -> PoolRow:
 
 
 def parse_tldr(f: Fields) -> PoolRow:
+    """Parse one ``tldr`` comparison record into a row of its summaries.
+
+    Args:
+        f: The record with its source and row number.
+
+    Returns:
+        One pool row.
+
+    Raises:
+        BadRow: The record is malformed (names the field and reason).
+    """
     info = f.get("info", dict)
     pid = str(f.get("id", (str, int), within=info, prefix="info."))
     if not pid:
@@ -164,6 +201,17 @@ def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
 
 
 def parse_listwise(f: Fields) -> PoolRow:
+    """Parse a ``listwise`` record.
+
+    Args:
+        f: The record with its source and row number.
+
+    Returns:
+        One pool row.
+
+    Raises:
+        BadRow: The record is malformed (names the field and reason).
+    """
     prompt = f.get("prompt", str)
     if not prompt.strip():
         raise f.bad("empty_prompt", "is empty", "prompt")
@@ -172,6 +220,17 @@ def parse_listwise(f: Fields) -> PoolRow:
 
 
 def parse_chat(f: Fields) -> PoolRow:
+    """Parse a ``chat`` record.
+
+    Args:
+        f: The record with its source and row number.
+
+    Returns:
+        One pool row.
+
+    Raises:
+        BadRow: The record is malformed (names the field and reason).
+    """
     messages = f.get("messages", list)
     turns = []
     for j, m in enumerate(messages):

@@ -13,12 +13,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from lire_ray.adapters.formats import PARSERS, merge_tldr
 from lire_ray.adapters.records import BadRow, Fields, iter_records
 from lire_ray.errors import ConfigError, DataError
-from lire_ray.pool import PoolRow, write_pool
+from lire_ray.pool import PoolRow, check_pool_target, write_pool
 
 FORMATS = tuple(PARSERS)
 ON_BAD_ROW = ("error", "skip")
@@ -164,9 +163,7 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str = "train",
     """
     if fmt not in PARSERS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if Path(output).exists() and not overwrite:
-        raise DataError("output directory already exists (pass --overwrite to replace it)",
-                        source=str(output))
+    check_pool_target(output, overwrite)  # before the conversion, which may be long
     source, records = iter_records(input_spec, split=split, hf_config=hf_config)
     rows, report = convert_records(fmt, records, source=source, on_bad_row=on_bad_row,
                                    limit=limit)
@@ -174,6 +171,6 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str = "train",
                             "hf_config": hf_config, "on_bad_row": on_bad_row, "limit": limit,
                             "input_rows": report.input_rows}}
     write_pool(rows, output, metadata=metadata, overwrite=overwrite,
-                          skipped=[asdict(s) for s in report.skipped])
+               skipped=[asdict(s) for s in report.skipped])
     report.output = str(output)
     return report

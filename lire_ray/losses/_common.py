@@ -1,4 +1,4 @@
-"""Input checks and masked tensor helpers shared by every loss.
+"""Input checks and masked tensor utilities shared by every loss.
 
 Shape notation (this module and the whole ``lire_ray.losses`` package): B prompts, K candidates
 per prompt (padded to the largest K in the micro-batch; a boolean ``mask`` marks real
@@ -181,7 +181,7 @@ def prepare_inputs(loss: str, policy_logps, rewards, *, mask=None, ref_logps=Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Masked helpers.
+# Masked tensor utilities.
 # ---------------------------------------------------------------------------------------------
 
 def masked_log_softmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

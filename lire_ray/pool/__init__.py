@@ -44,6 +44,7 @@ from lire_ray.pool.schema import (
 from lire_ray.pool.store import (
     DEFAULT_ROWS_PER_FILE,
     MANIFEST_NAME,
+    check_pool_target,
     read_manifest,
     read_pool,
     verify_pool,
@@ -51,6 +52,6 @@ from lire_ray.pool.store import (
 )
 
 __all__ = ["DATASET", "DEFAULT_ROWS_PER_FILE", "HUMAN", "MANIFEST_NAME", "POOL_SCHEMA",
-           "SCHEMA_VERSION", "SCHEMA_VERSION_KEY", "PoolRow", "policy_source", "read_manifest",
+           "SCHEMA_VERSION", "SCHEMA_VERSION_KEY", "PoolRow", "check_pool_target", "policy_source", "read_manifest",
            "read_pool", "read_pool_dataset", "rows_to_table", "source_version", "table_to_rows",
            "validate_table", "verify_pool", "write_pool", "write_pool_dataset"]

@@ -22,6 +22,15 @@ from lire_ray.pool.store import (
 def read_pool_dataset(pool_dir):
     """Verify a pool (see :func:`verify_pool`) and open its files as a ``ray.data.Dataset``.
 
+    Rows are not re-validated here: the files match the checksums of a manifest that is only
+    written after validation.
+
+    Args:
+        pool_dir: Pool directory (local or on a filesystem every Ray node sees).
+
+    Returns:
+        A lazy dataset over exactly the manifest's files, one row per prompt.
+
     Raises:
         PoolIntegrityError: The directory does not match its manifest.
     """
@@ -49,6 +58,16 @@ def write_pool_dataset(ds, out_dir, *, metadata: dict | None = None,
 
     Ray Data writes the Parquet files (cast to ``POOL_SCHEMA``) into a temporary sibling
     directory; the files are then validated, checksummed and renamed into place together.
+
+    Args:
+        ds: Dataset whose rows have exactly the pool columns (integer widths and list field
+            names may differ; they are cast).
+        out_dir: Target directory; must not exist unless ``overwrite``.
+        metadata: JSON-serialisable user metadata stored in the manifest.
+        overwrite: Replace an existing directory.
+
+    Returns:
+        The manifest.
 
     Raises:
         DataError: Columns differ from the schema, a row is invalid, or ``out_dir`` exists.

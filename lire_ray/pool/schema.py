@@ -15,8 +15,6 @@ from lire_ray.errors import DataError
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"lire_ray.pool.schema_version"
-MANIFEST_NAME = "manifest.json"
-DEFAULT_ROWS_PER_FILE = 4096
 HUMAN = "human"
 DATASET = "dataset"
 
@@ -40,12 +38,26 @@ POOL_SCHEMA = pa.schema(
 
 
 def policy_source(version: int) -> str:
-    """Source tag of a candidate sampled from the policy after self-enhancement step ``version``."""
+    """Source tag of a candidate sampled from the policy after self-enhancement step ``version``.
+
+    Args:
+        version: Policy version k (self-enhancement step of Algorithm 1 in the LIRE paper).
+
+    Returns:
+        ``"policy@e{k}"``.
+    """
     return f"policy@e{int(version)}"
 
 
 def source_version(source: str) -> int:
-    """Policy version encoded in a source tag: k for ``"policy@e{k}"``, -1 for anything else."""
+    """Policy version encoded in a source tag.
+
+    Args:
+        source: A candidate's source tag.
+
+    Returns:
+        k for ``"policy@e{k}"``, -1 for anything else ("human", "dataset", ...).
+    """
     tail = source[len("policy@e"):] if source.startswith("policy@e") else ""
     return int(tail) if tail.isdigit() else -1
 
@@ -83,15 +95,24 @@ class PoolRow:
 
     @property
     def num_candidates(self) -> int:
+        """K, the number of candidates."""
         return len(self.responses)
 
     @property
     def is_human(self) -> tuple[bool, ...]:
+        """Per candidate, whether its source is "human"."""
         return tuple(s == HUMAN for s in self.sources)
 
 
 def rows_to_table(rows: Iterable[PoolRow], *, source: str = "<rows>") -> pa.Table:
     """Build a validated pool table from rows.
+
+    Args:
+        rows: Pool rows, one per prompt.
+        source: Name used in error messages.
+
+    Returns:
+        A table with schema ``POOL_SCHEMA``.
 
     Raises:
         DataError: A row breaks a pool invariant (names the row index and field).
@@ -117,7 +138,14 @@ def rows_to_table(rows: Iterable[PoolRow], *, source: str = "<rows>") -> pa.Tabl
 
 
 def table_to_rows(table: pa.Table) -> list[PoolRow]:
-    """Convert a pool table (as returned by :func:`read_pool`) to :class:`PoolRow` objects."""
+    """Convert a pool table to rows.
+
+    Args:
+        table: A table with the pool columns, e.g. from :func:`~lire_ray.pool.read_pool`.
+
+    Returns:
+        One :class:`PoolRow` per table row, in order.
+    """
     out = []
     for d in table.to_pylist():
         d["rewards"] = {r["name"]: r["scores"] for r in d["rewards"]}

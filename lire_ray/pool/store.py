@@ -77,7 +77,7 @@ def _finish(tmp: Path, out: Path, files: list[dict], table_stats: dict, metadata
     old = None
     if out.exists():
         if not overwrite:
-            raise DataError("output directory already exists (pass overwrite=True to replace)",
+            raise DataError("output directory already exists; pass overwrite=True (--overwrite) to replace it",
                             source=str(out))
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
         os.rename(out, old)
@@ -93,11 +93,33 @@ def _finish(tmp: Path, out: Path, files: list[dict], table_stats: dict, metadata
     return manifest
 
 
-def _prepare_target(out_dir, overwrite: bool, metadata: dict | None) -> tuple[Path, Path, dict]:
+def check_pool_target(out_dir, overwrite: bool = False) -> Path:
+    """Check that a pool may be written to ``out_dir``.
+
+    Args:
+        out_dir: Target directory.
+        overwrite: Whether an existing pool (or empty directory) there may be replaced.
+
+    Returns:
+        The absolute target path.
+
+    Raises:
+        DataError: The target exists and ``overwrite`` is False, or it exists and is neither a
+            pool nor an empty directory (replacing deletes it, so nothing else is replaced).
+    """
     out = Path(out_dir).absolute()
     if out.exists() and not overwrite:
-        raise DataError("output directory already exists (pass overwrite=True to replace)",
+        raise DataError("output directory already exists; pass overwrite=True (--overwrite) to replace it",
                         source=str(out))
+    if out.exists() and not (out / MANIFEST_NAME).is_file() and (
+            not out.is_dir() or any(out.iterdir())):
+        raise DataError("exists and is not a pool (no manifest.json); refusing to replace it",
+                        source=str(out))
+    return out
+
+
+def _prepare_target(out_dir, overwrite: bool, metadata: dict | None) -> tuple[Path, Path, dict]:
+    out = check_pool_target(out_dir, overwrite)
     metadata = dict(metadata or {})
     try:
         json.dumps(metadata, allow_nan=False)
@@ -154,7 +176,13 @@ def write_pool(table_or_rows: pa.Table | Iterable[PoolRow], out_dir, *,
 
 
 def read_manifest(pool_dir) -> dict:
-    """Load a pool's manifest.
+    """Load a pool's manifest without checking the data files (see :func:`verify_pool`).
+
+    Args:
+        pool_dir: Pool directory.
+
+    Returns:
+        The manifest as a dict.
 
     Raises:
         PoolIntegrityError: The directory or manifest is missing, unreadable or of another
@@ -179,6 +207,12 @@ def verify_pool(pool_dir) -> dict:
 
     Hidden files (names starting with ".") are ignored; any other file not in the manifest is
     an error.
+
+    Args:
+        pool_dir: Pool directory.
+
+    Returns:
+        The manifest as a dict.
 
     Raises:
         PoolIntegrityError: Missing manifest, missing or extra file, checksum, row-count or
@@ -218,6 +252,12 @@ def verify_pool(pool_dir) -> dict:
 
 def read_pool(pool_dir) -> pa.Table:
     """Verify a pool against its manifest, validate every row, and return it as one table.
+
+    Args:
+        pool_dir: Pool directory.
+
+    Returns:
+        All rows, files in manifest order, with schema ``POOL_SCHEMA``.
 
     Raises:
         PoolIntegrityError: See :func:`verify_pool`.

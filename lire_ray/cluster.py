@@ -1,0 +1,118 @@
+"""Connecting to Ray and starting the named role actors with resources from the recipe.
+
+Jobs never hard-code resources on a class: :func:`start_role` applies the recipe's
+``resources.<role>`` with ``ray.remote(**options)(cls)``. Actors are named ``<role>-<i>`` in the
+recipe's namespace so the Ray dashboard shows the sampler, reward, reference and trainer roles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from lire_ray.config import ActorResources, RayConfig
+from lire_ray.errors import ActorFailure, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayHandle:
+    """How this process is attached to Ray."""
+
+    started_here: bool
+    address: str
+    dashboard_url: str | None
+
+
+def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
+    """Join the configured or running Ray cluster, or start a local one.
+
+    Order: ``ray.address`` from the recipe; else ``RAY_ADDRESS`` (set by ``ray job submit``) or a
+    cluster started with ``ray start`` on this machine; else a new local cluster with
+    ``ray.num_cpus`` CPUs and the dashboard bound to ``ray.dashboard_host`` (127.0.0.1 unless
+    configured otherwise).
+    """
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return RayHandle(False, ctx.gcs_address, None)
+    kwargs = {"namespace": cfg.namespace, "log_to_driver": True}
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address is None:
+        try:
+            info = ray.init(address="auto", **kwargs)
+            log.info("joined the running Ray cluster at %s", info.address_info.get("address"))
+            return RayHandle(False, info.address_info.get("address", "auto"),
+                             info.dashboard_url or None)
+        except (ConnectionError, RuntimeError):
+            pass
+        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=True,
+                        dashboard_host=cfg.dashboard_host, **kwargs)
+        log.info("started a local Ray cluster (dashboard: %s)", info.dashboard_url or "off")
+        return RayHandle(True, info.address_info.get("address", "local"),
+                         info.dashboard_url or None)
+    info = ray.init(address=address, **kwargs)
+    return RayHandle(False, address, info.dashboard_url or None)
+
+
+def actor_options(res: ActorResources, *, name: str, namespace: str) -> dict:
+    """``ray.remote`` / ``.options`` keywords for one role actor."""
+    opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": res.max_restarts,
+            "max_task_retries": res.max_restarts, "name": name, "namespace": namespace,
+            "lifetime": None}
+    if res.resources:
+        opts["resources"] = dict(res.resources)
+    return opts
+
+
+def start_role(cls, role: str, res: ActorResources, namespace: str, *args, **kwargs) -> list:
+    """Start ``res.num_actors`` named actors of ``cls`` and wait until each is up.
+
+    Returns:
+        The actor handles, named ``<role>-0``, ``<role>-1``, ...
+
+    Raises:
+        ActorFailure: An actor failed in its constructor (the cause is attached).
+        ConfigError: The cluster can never satisfy the requested resources.
+    """
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    _check_feasible(role, res)
+    remote_cls = ray.remote(cls)
+    handles = [remote_cls.options(**actor_options(res, name=f"{role}-{i}", namespace=namespace))
+               .remote(*args, **kwargs) for i in range(res.num_actors)]
+    try:
+        ray.get([h.ping.remote() for h in handles])
+    except (RayActorError, RayTaskError) as exc:
+        for h in handles:
+            ray.kill(h, no_restart=True)
+        raise ActorFailure(role, f"could not start: {exc}") from exc
+    log.info("started %d %s actor(s)", len(handles), role)
+    return handles
+
+
+def _check_feasible(role: str, res: ActorResources) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    for key, need in (("CPU", res.num_cpus), ("GPU", res.num_gpus), *res.resources.items()):
+        if need and total.get(key, 0) < need:
+            raise ConfigError(f"resources.{role} asks for {key}={need} per actor but the Ray "
+                              f"cluster has {total.get(key, 0)} in all")
+
+
+def stop_role(handles: list) -> None:
+    """Kill a role's actors (no restart)."""
+    import ray
+
+    for h in handles:
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception:  # already gone
+            pass

@@ -1,0 +1,205 @@
+"""Algorithm 1 of the LIRE paper (sec. 3.2): Evolve (sample -> score) x Iterate (train), on Ray.
+
+For e in 1..E: the samplers draw candidates with policy version e-1 for every prompt (human
+candidates stay, earlier policy samples are replaced, sec. 4.7), the reward actors score them,
+the reference actor adds reference log-probs when the loss needs them, and the trainer group
+trains I epochs on the pool D_e; the new checkpoint becomes policy version e and is pushed to
+the samplers.
+
+Overlap: with ``resources.placement=split`` the trainer consumes scored groups from the Ray Data
+stream while later groups are still being sampled and scored (every candidate of D_e still comes
+from policy e-1, so this is strict Algorithm 1: ``max_staleness=0``). With ``colocate`` the
+phases alternate. Either way each scored batch is persisted as it passes, and the pool
+``pools/e{k}`` is finalized (every prompt exactly once, manifest written, atomic rename) before
+stage k is recorded as complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lire_ray.config import Recipe
+from lire_ray.errors import ConfigError
+from lire_ray.pool import HUMAN, PoolRow, read_pool, rows_to_table, table_to_rows
+from lire_ray.rundir import COMPLETE_MARKER, RunDir
+
+log = logging.getLogger(__name__)
+
+
+def resolve_policy(recipe: Recipe) -> str:
+    """The initial policy: 'tiny' builds (once) the embedded default; anything else is passed on."""
+    if recipe.model.policy == "tiny":
+        from lire_ray.tasks.tiny_policy import ensure_tiny_policy
+
+        return str(ensure_tiny_policy(recipe.run.cache_dir))
+    return recipe.model.policy
+
+
+def load_prompt_rows(spec: str, limit: int | None) -> list[PoolRow]:
+    """Prompt rows (with their human-written candidates) from a builtin task or a pool directory.
+
+    Raises:
+        ConfigError: Unknown builtin name.
+    """
+    if spec.startswith("builtin:"):
+        from lire_ray.tasks import reviews
+
+        splits = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldout"}
+        if spec not in splits:
+            raise ConfigError(f"unknown builtin dataset '{spec}'; known: {sorted(splits)}")
+        return [PoolRow(prompt_id=r["prompt_id"], prompt=r["prompt"], responses=r["responses"],
+                        sources=[HUMAN] * len(r["responses"]),
+                        policy_version=[-1] * len(r["responses"]), preferred=-1)
+                for r in reviews.prompt_rows(splits[spec], limit)]
+    rows = table_to_rows(read_pool(spec))
+    return rows[:limit] if limit else rows
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock accounting of one Evolve step (seconds since the run started)."""
+
+    sample_start: float = 0.0
+    sample_end: float = 0.0
+    train_start: float = 0.0
+    train_end: float = 0.0
+
+    @property
+    def overlap(self) -> float:
+        """Time sampling/scoring and training were both busy."""
+        return max(0.0, min(self.sample_end, self.train_end) -
+                   max(self.sample_start, self.train_start))
+
+
+class Roles:
+    """The long-lived role actors of a run."""
+
+    def __init__(self, recipe: Recipe, policy_path: str, *, needs_reference: bool):
+        from actors.reference import ReferenceActor
+        from actors.reward import RewardActor
+        from actors.sampler import SamplerActor
+        from lire_ray import cluster
+
+        ns, res = recipe.ray.namespace, recipe.resources
+        self.namespace = ns
+        self.samplers = cluster.start_role(SamplerActor, "sampler", res.sampler, ns,
+                                           policy_path, recipe.sampler, recipe.model)
+        self.rewards = cluster.start_role(RewardActor, "reward", res.reward, ns, recipe.rewards)
+        self.references = []
+        if needs_reference:
+            ref_path = recipe.model.reference or policy_path
+            self.references = cluster.start_role(
+                ReferenceActor, "reference", res.reference, ns, ref_path,
+                max_prompt_tokens=recipe.model.max_prompt_tokens,
+                max_response_tokens=recipe.model.max_response_tokens,
+                dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+
+    def names(self, role: str) -> list[str]:
+        handles = {"sampler": self.samplers, "reward": self.rewards,
+                   "reference": self.references}[role]
+        return [f"{role}-{i}" for i in range(len(handles))]
+
+    def push_weights(self, checkpoint_dir: str, version: int, *, adapter: bool) -> None:
+        """Serve checkpoint ``version`` on every sampler (adapter only for LoRA)."""
+        import ray
+
+        method = "load_adapter" if adapter else "load_weights"
+        ray.get([getattr(s, method).remote(checkpoint_dir, version) for s in self.samplers])
+
+    def stop(self) -> None:
+        from lire_ray import cluster
+
+        for handles in (self.samplers, self.rewards, self.references):
+            cluster.stop_role(handles)
+
+
+def build_stream(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *, evolve_step: int,
+                 parts_dir: Path):
+    """The lazy Ray Data stream prompts -> sample -> score -> (reference) -> persisted parts."""
+    import ray.data
+
+    from lire_ray.stream import PartWriter, RowStage, SampleStage
+
+    bs = recipe.sampler.batch_size
+    ds = ray.data.from_arrow(rows_to_table(rows)).repartition(max(1, -(-len(rows) // bs)))
+    common = {"batch_format": "pyarrow", "batch_size": bs, "num_cpus": 0.01}
+    n_s = len(roles.samplers)
+    ds = ds.map_batches(
+        SampleStage, fn_constructor_args=(roles.names("sampler"), roles.namespace),
+        fn_constructor_kwargs={"num_candidates": recipe.sampler.num_candidates,
+                               "keep_human": recipe.evolve.keep_human,
+                               "evolve_step": evolve_step},
+        concurrency=n_s, **common)
+    ds = ds.map_batches(RowStage, fn_constructor_args=(roles.names("reward"), roles.namespace),
+                        fn_constructor_kwargs={"role": "reward", "method": "score_rows"},
+                        concurrency=len(roles.rewards), **common)
+    if roles.references:
+        ds = ds.map_batches(RowStage,
+                            fn_constructor_args=(roles.names("reference"), roles.namespace),
+                            fn_constructor_kwargs={"role": "reference", "method": "annotate_rows"},
+                            concurrency=len(roles.references), **common)
+    return ds.map_batches(PartWriter, fn_constructor_args=(str(parts_dir),), concurrency=1,
+                          **common)
+
+
+def pool_stats(rows: Sequence[PoolRow], reward: str, evolve_step: int) -> dict:
+    """Mean training reward of the policy candidates, pool size and candidate staleness."""
+    policy = [(r.rewards[reward][j], v) for r in rows for j, v in enumerate(r.policy_version)
+              if v >= 0]
+    human = [r.rewards[reward][j] for r in rows for j, s in enumerate(r.sources) if s == HUMAN]
+    lag = [evolve_step - 1 - v for _, v in policy]
+    return {"prompts": len(rows), "candidates": sum(r.num_candidates for r in rows),
+            "policy_reward_mean": sum(s for s, _ in policy) / max(1, len(policy)),
+            "human_reward_mean": sum(human) / max(1, len(human)),
+            "max_staleness_seen": max(lag, default=0)}
+
+
+def check_complete(path: Path) -> None:
+    """Refuse a checkpoint directory without its completion marker."""
+    if not (path / COMPLETE_MARKER).is_file():
+        raise ConfigError(f"checkpoint {path} has no {COMPLETE_MARKER} marker (interrupted save)")
+
+
+def run_evolve_step(recipe: Recipe, rundir: RunDir, roles: Roles, trainer, rows, *, step: int,
+                    init_model: str, t0: float) -> dict:
+    """One Evolve step: stream D_step through sampling/scoring into training; finalize the pool."""
+    import shutil
+
+    from lire_ray.pool import read_pool_dataset
+    from lire_ray.stream import finalize_parts
+
+    rundir.discard_incomplete(step)
+    parts = rundir.root / "pools" / f".e{step}.parts"
+    stream = build_stream(recipe, roles, rows, evolve_step=step, parts_dir=parts)
+    times = StageTimes(sample_start=time.time() - t0)
+    expected = [r.prompt_id for r in rows]
+    reward = recipe.train_reward_name
+    if recipe.resources.placement == "colocate":
+        for _ in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
+            pass
+        times.sample_end = time.time() - t0
+        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
+        train_ds = read_pool_dataset(rundir.pool_dir(step))
+    else:
+        train_ds = stream
+    times.train_start = time.time() - t0
+    result = trainer.fit(train_ds, num_prompts=len(rows), init_model=init_model,
+                         output_dir=str(rundir.checkpoint_dir(step)), epochs=recipe.train.epochs,
+                         policy_version=step)
+    times.train_end = time.time() - t0
+    if recipe.resources.placement != "colocate":
+        times.sample_end = max((p.stat().st_mtime for p in parts.glob("part-*.parquet")),
+                               default=t0) - t0
+        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
+    shutil.rmtree(parts, ignore_errors=True)
+    check_complete(rundir.checkpoint_dir(step))
+    pool_rows = table_to_rows(read_pool(rundir.pool_dir(step)))
+    stats = pool_stats(pool_rows, reward, step)
+    return {"step": step, **stats, "sample_s": times.sample_end - times.sample_start,
+            "train_s": times.train_end - times.train_start, "overlap_s": times.overlap,
+            "final_train_metrics": result.metrics, "checkpoint": result.checkpoint_dir,
+            "adapter": result.adapter_dir, "pool_rows": pool_rows}
