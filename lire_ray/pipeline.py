@@ -203,3 +203,30 @@ def run_evolve_step(recipe: Recipe, rundir: RunDir, roles: Roles, trainer, rows,
             "train_s": times.train_end - times.train_start, "overlap_s": times.overlap,
             "final_train_metrics": result.metrics, "checkpoint": result.checkpoint_dir,
             "adapter": result.adapter_dir, "pool_rows": pool_rows}
+
+
+def evaluate_policy(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *,
+                    temperature: float, n: int = 1) -> dict:
+    """Generate for held-out prompts and score with every reward model.
+
+    Returns:
+        ``{"responses": [[str]*n]*P, "scores": {rm: [[float]*n]*P}, "human": {rm: [float]*P}}``
+        where ``human`` scores each prompt's first human-written answer (when it has one).
+    """
+    from lire_ray.stream import call_role
+
+    prompts = [r.prompt for r in rows]
+    cands = call_role(roles.samplers, "sampler", "sample", prompts, n=n, temperature=temperature,
+                      seed=recipe.sampler.seed)
+    texts = [[c.text for c in cs] for cs in cands]
+    flat_p = [p for p, cs in zip(prompts, texts) for _ in cs]
+    flat_r = [c for cs in texts for c in cs]
+    flat = call_role(roles.rewards, "reward", "score", flat_p, flat_r)
+    scores = {name: [s[i * n:(i + 1) * n] for i in range(len(rows))] for name, s in flat.items()}
+    with_human = [(r.prompt, r.responses[r.sources.index(HUMAN)]) for r in rows
+                  if HUMAN in r.sources]
+    human = {}
+    if len(with_human) == len(rows):
+        human = call_role(roles.rewards, "reward", "score", [p for p, _ in with_human],
+                          [h for _, h in with_human])
+    return {"responses": texts, "scores": scores, "human": human}

@@ -19,7 +19,7 @@ from actors.sampler import SamplerActor
 from lire_ray.config import SamplerConfig
 from lire_ray.errors import ConfigError, DependencyError, ModelLoadError
 from lire_ray.models import build_tiny_policy, load_causal_lm, load_tokenizer
-from lire_ray.sampling import Candidate, build_sampler
+from lire_ray.sampling import Candidate, build_sampler, call_seed
 from lire_ray.sampling.beam import diverse_beam_search
 from lire_ray.sampling.hf_backend import left_pad
 
@@ -94,6 +94,34 @@ def test_same_seed_same_candidates_and_new_seed_new_ones(models):
     first = sampler.generate(PROMPTS, n=2, seed=5)
     assert sampler.generate(PROMPTS, n=2, seed=5) == first
     assert sampler.generate(PROMPTS, n=2, seed=6) != first
+
+
+def first_token_distribution(policy_dir, prompt):
+    tokenizer, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        return torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+
+
+def test_sampling_uses_full_distribution_and_top_p_nucleus(models):
+    probs = first_token_distribution(models["base"], PROMPTS[0])
+    order = torch.argsort(probs, descending=True).tolist()
+    rank = {tok: r for r, tok in enumerate(order)}
+    full = build_sampler(models["base"], hf_cfg(max_new_tokens=1)).generate(
+        PROMPTS[:1], n=200, seed=1)[0]
+    # No hidden top-k filter: tokens ranked below the 50 most likely ones are drawn too.
+    assert max(rank[c.token_ids[0]] for c in full) >= 50
+
+    nucleus, mass = set(), 0.0
+    for tok in order:  # smallest set of most likely tokens with mass >= top_p
+        nucleus.add(tok)
+        mass += float(probs[tok])
+        if mass >= 0.05:
+            break
+    narrow = build_sampler(models["base"], hf_cfg(max_new_tokens=1, top_p=0.05)).generate(
+        PROMPTS[:1], n=200, seed=1)[0]
+    assert {c.token_ids[0] for c in narrow} <= nucleus
+    assert len(nucleus) > 1
 
 
 def test_left_padded_batch_equals_one_prompt_at_a_time(models):
@@ -174,6 +202,18 @@ def test_diverse_beam_search_gives_k_distinct_deterministic_candidates(models):
         sampler.generate(PROMPTS, n=3)
 
 
+def test_diverse_beam_search_honours_stop_strings(models):
+    free = build_sampler(models["base"], hf_cfg(diverse_beam_groups=2)).generate(PROMPTS, n=4)
+    pieces = Counter(t[i:i + 2] for g in free for c in g for t in [c.text]
+                     for i in range(len(t) - 1) if t[i:i + 2].strip())
+    stop = pieces.most_common(1)[0][0]
+    assert any(stop in c.text for g in free for c in g)
+    cut = build_sampler(models["base"], hf_cfg(diverse_beam_groups=2, stop=[stop])).generate(
+        PROMPTS, n=4)
+    assert all(stop not in c.text for g in cut for c in g)
+    assert any(c.finish_reason == "stop" for g in cut for c in g)
+
+
 @pytest.fixture(scope="module")
 def batch(models):
     tokenizer = load_tokenizer(models["base"])
@@ -251,6 +291,11 @@ def test_actor_as_plain_object_adds_candidate_columns(models):
     assert out["sources"] == [["policy@e0"] * 3] * 2
     assert out["policy_version"] == [[0] * 3] * 2
     assert actor(batch) == out  # seeded by (sampler.seed, version, prompt ids)
+    # Row "b" was sampled from its chat turns formatted by the policy's chat template.
+    chat_text = load_tokenizer(models["base"]).apply_chat_template(
+        json.loads(turns), tokenize=False, add_generation_prompt=True)
+    direct = actor.sampler.generate([PROMPTS[0], chat_text], n=3, seed=call_seed(0, 0, ["a", "b"]))
+    assert texts(direct) == out["responses"]
 
     kept = dict(batch, responses=np.array([["human a"], ["human b"]], dtype=object),
                 sources=np.array([["human"], ["human"]], dtype=object),

