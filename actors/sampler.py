@@ -117,6 +117,25 @@ class SamplerActor:
 
     __call__ = generate
 
+    def sample(self, prompts: list[str], *, n: int, keys: list[str] | None = None,
+               temperature: float | None = None, seed: int | None = None) -> list[list[Candidate]]:
+        """Sample ``n`` candidates per prompt (the driver's entry point: pool stages, evaluation).
+
+        Args:
+            prompts: B prompt texts.
+            n: Candidates per prompt.
+            keys: Per-prompt ids; when given (and ``seed`` is not), the seed is derived from
+                them and the policy version, so a retried batch gets the same candidates.
+            temperature: Overrides ``sampler.temperature`` for this call (0 = greedy).
+            seed: Explicit sampling seed.
+
+        Returns:
+            B lists of n :class:`~lire_ray.sampling.Candidate`.
+        """
+        if seed is None and keys is not None:
+            seed = call_seed(self._cfg.seed, self.sampler.policy_version, keys)
+        return self.sampler.generate(list(prompts), n=n, seed=seed, temperature=temperature)
+
     def load_weights(self, path: str, version: int) -> int:
         """Serve the full checkpoint in ``path`` as policy ``version``; returns the version."""
         self.sampler.load_weights(path, version)

@@ -53,6 +53,9 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
             pass
         info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=True,
                         dashboard_host=cfg.dashboard_host, **kwargs)
+        # Helper processes Ray Train spawns look the cluster up by address; pin it so that
+        # another Ray instance on the same machine is never picked by mistake.
+        os.environ["RAY_ADDRESS"] = info.address_info["address"]
         log.info("started a local Ray cluster (dashboard: %s)", info.dashboard_url or "off")
         return RayHandle(True, info.address_info.get("address", "local"),
                          info.dashboard_url or None)

@@ -96,7 +96,8 @@ class SampleStage:
         rows = table_to_rows(batch)
         humans = [sum(s == HUMAN for s in r.sources) if self.keep_human else 0 for r in rows]
         need = max(max(self.k - h, 1) for h in humans) if rows else 0
-        cands = call_role(self.actors, "sampler", "generate", [r.prompt for r in rows], n=need)
+        cands = call_role(self.actors, "sampler", "sample", [r.prompt for r in rows], n=need,
+                          keys=[r.prompt_id for r in rows])
         out = []
         for row, h, cs in zip(rows, humans, cands):
             cs = list(cs)[:max(self.k - h, 1)]

@@ -8,7 +8,8 @@ resumed run sees exactly the order an uninterrupted one would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +41,42 @@ def group_steps(micro_batches: Iterable[T], grad_accum: int) -> Iterator[list[T]
             step = []
     if step:
         yield step
+
+
+class Prefetched:
+    """Opens an iterable in a background thread and fetches its first item early.
+
+    Calling the object (once) returns an iterator over all items, the prefetched one first;
+    an error raised while opening or fetching is re-raised there.
+
+    Args:
+        open_items: Returns the iterable (e.g. a Ray Data shard's ``iter_batches``).
+    """
+
+    def __init__(self, open_items: Callable[[], Iterable[T]]):
+        self._open = open_items
+        self._iterator: Iterator[T] | None = None
+        self._first: list[T] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, name="shard-prefetch", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._iterator = iter(self._open())
+            self._first = [next(self._iterator)]
+        except StopIteration:
+            pass
+        except BaseException as exc:  # re-raised in the consuming thread
+            self._error = exc
+
+    def __call__(self) -> Iterator[T]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        if self._iterator is not None:
+            yield from self._iterator
 
 
 def epoch_order(num_rows: int, *, seed: int, epoch: int, rank: int) -> np.ndarray:

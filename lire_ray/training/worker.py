@@ -4,11 +4,15 @@
 talks to Ray only through two callables, so it can also run in a plain process group;
 :func:`train_loop` is the Ray Train entry point that supplies them.
 
-Per optimizer step the run reports, reduced over all workers: ``loss``, the loss's own metrics
-(for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise``), ``grad_norm`` (before
-clipping), ``lr``, ``prompts``, ``tokens`` (tokens the model ran, prompts once per group under
-shared-prefix packing), ``naive_tokens`` (prompt once per candidate), their per-second rates
-``tokens_per_s`` / ``naive_tokens_per_s``, and ``step_seconds``.
+Every optimizer step produces one record, reduced over all workers: ``loss``, the loss's own
+metrics (for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise``), ``grad_norm``
+(before clipping), ``lr``, ``prompts``, ``tokens`` (tokens the model ran, a prompt once per
+group under shared-prefix packing), ``naive_tokens`` (a prompt once per candidate), their rates
+``tokens_per_s`` / ``naive_tokens_per_s``, and ``step_seconds``. Records go to the metric sink
+(TensorBoard by default) and the run's history every step; ``ray.train.report`` receives one
+record per epoch (the epoch's mean metrics) together with the epoch checkpoint. Reporting to
+Ray Train every step would stall training: a worker's report waits until the controller,
+which polls every few seconds, has taken the previous one.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ from lire_ray.config import Recipe
 from lire_ray.errors import DataError
 from lire_ray.losses import build_loss
 from lire_ray.pool import table_to_rows
-from lire_ray.training.checkpoint import TrainState, load_train_state, save_policy, \
-    save_train_state
-from lire_ray.training.data import ShardCache, group_steps
+from lire_ray.training.checkpoint import (
+    TrainState,
+    load_train_state,
+    save_policy,
+    save_train_state,
+)
+from lire_ray.training.data import Prefetched, ShardCache, group_steps
 from lire_ray.training.engine import (
     apply_lora,
     build_engine,
@@ -44,8 +52,8 @@ from lire_ray.training.step import StepStats, train_step
 
 log = logging.getLogger(__name__)
 
-#: ``report(record, checkpoint_dir_or_None, checkpoint_name_or_None)``.
-Reporter = Callable[[dict[str, Any], str | None, str | None], None]
+#: ``report(epoch_record, checkpoint_dir, checkpoint_name)``, called once per epoch.
+Reporter = Callable[[dict[str, Any], str, str], None]
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,26 @@ def reduce_step(stats: StepStats, world_size: int) -> dict[str, float]:
               "step_seconds": secs, "lr": stats.lr}
     if stats.grad_norm is not None:
         record["grad_norm"] = stats.grad_norm
-    record.update({k: v / total[1] for k, v in zip(keys, total[4:])})
+    record.update({k: v / total[1] for k, v in zip(keys, total[4:], strict=True)})
+    return record
+
+
+def epoch_record(state: TrainState) -> dict[str, Any]:
+    """What ``ray.train.report`` gets after an epoch: the mean of each numeric metric over the
+    epoch's steps, plus ``epoch`` (completed), ``step`` and ``steps_in_epoch``.
+
+    Args:
+        state: The run's progress right after the epoch.
+
+    Returns:
+        The epoch's record.
+    """
+    steps = [h for h in state.history if h.get("epoch") == state.epoch]
+    keys = sorted({k for h in steps for k, v in h.items()
+                   if isinstance(v, (int, float)) and k not in ("epoch", "step")})
+    record: dict[str, Any] = {k: sum(float(h[k]) for h in steps if k in h)
+                              / max(1, sum(k in h for h in steps)) for k in keys}
+    record.update(epoch=state.epoch, step=state.step, steps_in_epoch=len(steps))
     return record
 
 
@@ -193,8 +220,7 @@ class TrainingRun:
         self.state, self.cache = load_train_state(self.engine, directory, rank=self.rank,
                                                   exclude_frozen=self.lora)
         if self.rank == 0:
-            print(f"[trainer] resumed after epoch {self.state.epoch}, step {self.state.step}",
-                  flush=True)
+            log.info("resumed after epoch %d, step %d", self.state.epoch, self.state.step)
 
     def _groups(self, table: pa.Table):
         model_cfg = self.recipe.model
@@ -215,7 +241,7 @@ class TrainingRun:
         return self.cache.micro_batches(train.micro_batch_prompts, seed=train.seed, epoch=epoch,
                                         rank=self.rank)
 
-    def _train_epoch(self, epoch: int, batches: Iterable[pa.Table], report: Reporter,
+    def _train_epoch(self, epoch: int, batches: Iterable[pa.Table],
                      sink: MetricSink | None) -> None:
         train = self.recipe.train
         for tables in group_steps(batches, train.grad_accum):
@@ -229,10 +255,9 @@ class TrainingRun:
             if sink is not None:
                 sink.log(record, self.state.step)
             if self.rank == 0:
-                print(f"[trainer] step {self.state.step}/{self.total_steps} epoch {epoch + 1} "
-                      f"loss {record['loss']:.4f} lr {record['lr']:.2e} "
-                      f"{record['tokens_per_s']:.0f} tok/s", flush=True)
-            report(record, None, None)
+                log.info("step %d/%d epoch %d loss %.4f lr %.2e %.0f tok/s", self.state.step,
+                         self.total_steps, epoch + 1, record["loss"], record["lr"],
+                         record["tokens_per_s"])
 
     def run(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter) -> list[dict]:
         """Train the remaining epochs, checkpoint after each, and save the policy at the end.
@@ -240,8 +265,8 @@ class TrainingRun:
         Args:
             shard: Returns this worker's epoch-1 micro-batches (Arrow tables of pool rows);
                 called at most once.
-            report: Receives every step's record, and after each epoch a record with a local
-                checkpoint directory to persist (deleted once ``report`` returns).
+            report: Receives, after each epoch, the epoch's record (see :func:`epoch_record`)
+                and a local checkpoint directory to persist (deleted once it returns).
 
         Returns:
             The per-step metric history of the whole run (earlier attempts included).
@@ -259,7 +284,7 @@ class TrainingRun:
                               config=spec.recipe)
         try:
             for epoch in range(self.state.epoch, last):
-                self._train_epoch(epoch, self._epoch_batches(epoch, shard), report, sink)
+                self._train_epoch(epoch, self._epoch_batches(epoch, shard), sink)
                 if epoch == 0:
                     self._check_epoch_rows()
                 self.state.epoch = epoch + 1
@@ -291,9 +316,7 @@ class TrainingRun:
         try:
             save_train_state(self.engine, directory, rank=self.rank, state=self.state,
                              cache=self.cache, exclude_frozen=self.lora)
-            record = dict(self.state.history[-1]) if self.state.history else {}
-            record.update(epoch=self.state.epoch, step=self.state.step)
-            report(record, directory, f"epoch-{self.state.epoch:04d}")
+            report(epoch_record(self.state), directory, f"epoch-{self.state.epoch:04d}")
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -302,8 +325,8 @@ def train_loop(config: dict[str, Any]) -> list[dict]:
     """Ray Train ``train_loop_per_worker``: run :class:`TrainingRun` on this worker.
 
     Reads the ``"train"`` dataset shard in micro-batches of ``train.micro_batch_prompts`` rows
-    (Arrow), resumes from ``ray.train.get_checkpoint()`` when there is one, and reports every
-    step (and each epoch's checkpoint) through ``ray.train.report``.
+    (Arrow), resumes from ``ray.train.get_checkpoint()`` when there is one, and reports each
+    epoch's record and checkpoint through ``ray.train.report``.
 
     Args:
         config: ``WorkerSpec.to_config()``.
@@ -313,6 +336,8 @@ def train_loop(config: dict[str, Any]) -> list[dict]:
     """
     import ray.train
 
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)  # progress lines reach the driver through Ray's log handler
     spec = WorkerSpec(**config)
     ctx = ray.train.get_context()
     recipe = Recipe.model_validate(spec.recipe)
@@ -322,23 +347,24 @@ def train_loop(config: dict[str, Any]) -> list[dict]:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                      use_gpu=use_gpu, device=device)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            run.restore(directory)
 
-    def shard():
+    def open_shard():
         iterator = ray.train.get_dataset_shard("train")
         return iterator.iter_batches(batch_size=recipe.train.micro_batch_prompts,
                                      batch_format="pyarrow", drop_last=False)
 
+    checkpoint = ray.train.get_checkpoint()
+    # A fresh run starts the (possibly upstream-sampling) data stream while the model loads; a
+    # resumed one replays its cached rows and must not start it at all.
+    shard = Prefetched(open_shard) if checkpoint is None else open_shard
+    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                      use_gpu=use_gpu, device=device)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            run.restore(directory)
+
     def report(record, directory, name):
-        if directory is None:
-            ray.train.report(record)
-        else:
-            ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                             checkpoint_dir_name=name)
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=name)
 
     return run.run(shard, report)

@@ -1,0 +1,118 @@
+"""Train a policy on a prepared candidate pool: one stage, the paper's main (offline) setting.
+
+Launch from the repository root, for example::
+
+    python jobs/train.py data=pools/hh-train loss=lire
+    python jobs/train.py --config configs/tiny.yaml data=runs/tiny/pools/e1 loss=dpo \\
+        train.epochs=2 output=checkpoints/dpo
+    ray job submit --working-dir . -- python jobs/train.py --config configs/hh-lire.yaml \\
+        data=/shared/pools/hh-train resources.trainer.num_workers=8 resources.trainer.use_gpu=true \\
+        resources.trainer.gpus_per_worker=1
+
+Short keys: ``data=`` means ``data.train=`` (a pool directory written by ``jobs/prepare.py``
+or a self-enhancement run), ``loss=`` means ``loss.name=``, and ``output=DIR`` names the
+checkpoint directory relative to ``run.dir`` (default ``checkpoints/train``). The pool is
+shuffled once with ``train.seed`` and cut to ``data.max_prompts`` rows when that is set; the
+training reward is ``evolve.train_reward`` (or the pool's only reward model).
+
+The job joins the Ray cluster it finds (``RAY_ADDRESS``, set by ``ray job submit``, or one
+started with ``ray start``) or starts a local one (``ray.num_cpus`` CPUs, dashboard on
+127.0.0.1). It prints one line per optimizer step and, at the end, where the policy went.
+A complete checkpoint already at the output is refused unless ``run.resume=true``; with it, an
+interrupted run continues from its last epoch checkpoint under ``run.dir/ray_train``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# Workers of a Ray cluster started by this job inherit its environment: let them import the
+# project from any working directory.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray.errors import ConfigError, RunDirError  # noqa: E402
+from lire_ray.rundir import COMPLETE_MARKER, confine  # noqa: E402
+
+ALIASES = {"data": "data.train", "loss": "loss.name"}
+DEFAULT_OUTPUT = "checkpoints/train"
+RUN_NAME = "train"
+
+
+def split_output(overrides: list[str]) -> tuple[list[str], str]:
+    """Take ``output=DIR`` out of the overrides (it is a job option, not a recipe key).
+
+    Returns:
+        The remaining overrides and the output directory (relative to ``run.dir``).
+    """
+    rest, output = [], DEFAULT_OUTPUT
+    for text in overrides:
+        if text.startswith("output="):
+            output = text.partition("=")[2]
+        else:
+            rest.append(text)
+    if not output:
+        raise ConfigError("output= needs a directory relative to run.dir")
+    return rest, output
+
+
+def main(args) -> int:
+    from actors.trainer import TrainerGroup
+    from lire_ray import cluster
+    from lire_ray.pipeline import resolve_policy
+    from lire_ray.pool import read_pool_dataset, verify_pool
+
+    args.overrides, output = split_output(args.overrides)
+    recipe = parse_recipe(args, aliases=ALIASES)
+    pool = recipe.data.train
+    if pool.startswith("builtin:"):
+        raise ConfigError(f"data.train is '{pool}', a prompt set without candidates; train.py "
+                          "needs a pool directory (data=PATH), e.g. from jobs/prepare.py")
+    manifest = verify_pool(pool)
+    num_prompts = manifest["num_rows"]
+    if recipe.data.max_prompts is not None:
+        num_prompts = min(num_prompts, recipe.data.max_prompts)
+    run_dir = Path(recipe.run.dir).resolve()
+    out = confine(run_dir, output)
+    storage = run_dir / "ray_train"
+    if not recipe.run.resume:
+        if (out / COMPLETE_MARKER).is_file():
+            raise RunDirError(f"{out} already holds a trained policy; choose another "
+                              "output=... or pass run.resume=true")
+        if (storage / f"{RUN_NAME}-v1").exists():
+            raise RunDirError(f"{storage / (RUN_NAME + '-v1')} holds an earlier training run; "
+                              "pass run.resume=true to continue it or choose another run.dir")
+    init_model = resolve_policy(recipe)
+    handle = cluster.connect(recipe.ray)
+    try:
+        print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "
+              f"Ray dashboard: {handle.dashboard_url or 'n/a'}", flush=True)
+        dataset = read_pool_dataset(pool).random_shuffle(seed=recipe.train.seed)
+        if num_prompts < manifest["num_rows"]:
+            dataset = dataset.limit(num_prompts)
+        trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME)
+        result = trainer.fit(dataset, num_prompts=num_prompts, init_model=init_model,
+                             output_dir=str(out), epochs=recipe.train.epochs)
+    finally:
+        if handle.started_here:
+            import ray
+
+            ray.shutdown()
+    last = result.metrics
+    print(f"done: {len(result.history)} steps, last loss {last.get('loss', float('nan')):.4f}")
+    print(f"policy: {result.checkpoint_dir}" + (f" (LoRA adapter: {result.adapter_dir})"
+                                                if result.adapter_dir else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = job_parser(__doc__.split("\n\n")[0], epilog="short keys: data= means data.train=, "
+                        "loss= means loss.name=, output=DIR is the checkpoint directory under "
+                        f"run.dir (default {DEFAULT_OUTPUT})")
+    run_job(main, parser)
