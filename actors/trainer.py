@@ -18,6 +18,8 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.losses import build_loss
+from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
 from lire_ray.training.result import TrainResult, collect_result
 from lire_ray.training.worker import WorkerSpec, train_loop
@@ -98,13 +100,19 @@ class TrainerGroup:
             A :class:`TrainResult` with the output paths and the per-step metric history.
 
         Raises:
+            ConfigError: The recipe's loss or its parameters are invalid.
+            DataError: Fewer prompts than trainer workers.
             DependencyError: The configured metric logger's package is missing.
             ActorFailure: Training failed (after ``max_failures`` restarts); the message
                 names the failing worker's error and ``__cause__`` holds Ray Train's error.
         """
+        import ray.exceptions
         import ray.train
 
+        # Problems visible here fail before any worker starts.
         check_logger(self.recipe.train.logger)
+        build_loss(self.recipe.loss.name, self.recipe.loss.params)
+        rows_per_worker(num_prompts, self.recipe.resources.trainer.num_workers)
         run_name = f"{self.name}-v{policy_version}"
         if log_dir is None:
             log_dir = str(Path(self.storage_path) / "tensorboard" / run_name)
@@ -115,7 +123,7 @@ class TrainerGroup:
                           stop_after_epoch=stop_after_epoch)
         try:
             result = self._trainer(dataset, spec).fit()
-        except ray.train.TrainingFailedError as exc:
+        except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
             raise ActorFailure("trainer", _failure_message(exc)) from exc
         history = result.return_value or []
         done = max((int(h["epoch"]) for h in history), default=0)

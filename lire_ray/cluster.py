@@ -119,3 +119,12 @@ def stop_role(handles: list) -> None:
             ray.kill(h, no_restart=True)
         except Exception:  # already gone
             pass
+
+
+def disconnect(handle: RayHandle) -> None:
+    """Shut down the local cluster this process started (a joined cluster is left running)."""
+    import ray
+
+    if handle.started_here:
+        ray.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)

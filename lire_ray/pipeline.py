@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lire_ray.config import Recipe
@@ -59,20 +58,9 @@ def load_prompt_rows(spec: str, limit: int | None) -> list[PoolRow]:
     return rows[:limit] if limit else rows
 
 
-@dataclass
-class StageTimes:
-    """Wall-clock accounting of one Evolve step (seconds since the run started)."""
-
-    sample_start: float = 0.0
-    sample_end: float = 0.0
-    train_start: float = 0.0
-    train_end: float = 0.0
-
-    @property
-    def overlap(self) -> float:
-        """Time sampling/scoring and training were both busy."""
-        return max(0.0, min(self.sample_end, self.train_end) -
-                   max(self.sample_start, self.train_start))
+def overlap_seconds(busy: Sequence[tuple[float, float]], train: tuple[float, float]) -> float:
+    """Seconds in which some sampling/scoring batch was in flight while training ran."""
+    return sum(max(0.0, min(b, train[1]) - max(a, train[0])) for a, b in busy)
 
 
 class Roles:
@@ -127,20 +115,23 @@ def build_stream(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *, evolv
     bs = recipe.sampler.batch_size
     ds = ray.data.from_arrow(rows_to_table(rows)).repartition(max(1, -(-len(rows) // bs)))
     common = {"batch_format": "pyarrow", "batch_size": bs, "num_cpus": 0.01}
+    timing = str(parts_dir / ".timing")
     n_s = len(roles.samplers)
     ds = ds.map_batches(
         SampleStage, fn_constructor_args=(roles.names("sampler"), roles.namespace),
         fn_constructor_kwargs={"num_candidates": recipe.sampler.num_candidates,
                                "keep_human": recipe.evolve.keep_human,
-                               "evolve_step": evolve_step},
+                               "evolve_step": evolve_step, "timing_dir": timing},
         concurrency=n_s, **common)
     ds = ds.map_batches(RowStage, fn_constructor_args=(roles.names("reward"), roles.namespace),
-                        fn_constructor_kwargs={"role": "reward", "method": "score_rows"},
+                        fn_constructor_kwargs={"role": "reward", "method": "score_rows",
+                                               "timing_dir": timing},
                         concurrency=len(roles.rewards), **common)
     if roles.references:
         ds = ds.map_batches(RowStage,
                             fn_constructor_args=(roles.names("reference"), roles.namespace),
-                            fn_constructor_kwargs={"role": "reference", "method": "annotate_rows"},
+                            fn_constructor_kwargs={"role": "reference", "method": "annotate_rows",
+                                                   "timing_dir": timing},
                             concurrency=len(roles.references), **common)
     return ds.map_batches(PartWriter, fn_constructor_args=(str(parts_dir),), concurrency=1,
                           **common)
@@ -165,42 +156,40 @@ def check_complete(path: Path) -> None:
 
 
 def run_evolve_step(recipe: Recipe, rundir: RunDir, roles: Roles, trainer, rows, *, step: int,
-                    init_model: str, t0: float) -> dict:
+                    init_model: str) -> dict:
     """One Evolve step: stream D_step through sampling/scoring into training; finalize the pool."""
     import shutil
 
     from lire_ray.pool import read_pool_dataset
-    from lire_ray.stream import finalize_parts
+    from lire_ray.stream import busy_intervals, finalize_parts
 
     rundir.discard_incomplete(step)
     parts = rundir.root / "pools" / f".e{step}.parts"
     stream = build_stream(recipe, roles, rows, evolve_step=step, parts_dir=parts)
-    times = StageTimes(sample_start=time.time() - t0)
     expected = [r.prompt_id for r in rows]
     reward = recipe.train_reward_name
     if recipe.resources.placement == "colocate":
         for _ in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
             pass
-        times.sample_end = time.time() - t0
         finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
         train_ds = read_pool_dataset(rundir.pool_dir(step))
     else:
         train_ds = stream
-    times.train_start = time.time() - t0
+    train_span = (time.time(), 0.0)
     result = trainer.fit(train_ds, num_prompts=len(rows), init_model=init_model,
                          output_dir=str(rundir.checkpoint_dir(step)), epochs=recipe.train.epochs,
                          policy_version=step)
-    times.train_end = time.time() - t0
+    train_span = (train_span[0], time.time())
     if recipe.resources.placement != "colocate":
-        times.sample_end = max((p.stat().st_mtime for p in parts.glob("part-*.parquet")),
-                               default=t0) - t0
         finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
+    busy = busy_intervals(parts / ".timing")
     shutil.rmtree(parts, ignore_errors=True)
     check_complete(rundir.checkpoint_dir(step))
     pool_rows = table_to_rows(read_pool(rundir.pool_dir(step)))
     stats = pool_stats(pool_rows, reward, step)
-    return {"step": step, **stats, "sample_s": times.sample_end - times.sample_start,
-            "train_s": times.train_end - times.train_start, "overlap_s": times.overlap,
+    return {"step": step, **stats, "sample_s": sum(e - a for a, e in busy),
+            "train_s": train_span[1] - train_span[0],
+            "overlap_s": overlap_seconds(busy, train_span),
             "final_train_metrics": result.metrics, "checkpoint": result.checkpoint_dir,
             "adapter": result.adapter_dir, "pool_rows": pool_rows}
 

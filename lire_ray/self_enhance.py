@@ -80,7 +80,7 @@ def run(recipe: Recipe) -> Path:
             log.info("Evolve step %d/%d: sampling with policy v%d", step, recipe.evolve.steps,
                      step - 1)
             out = pipeline.run_evolve_step(recipe, rundir, roles, trainer, train_rows,
-                                           step=step, init_model=current, t0=t0)
+                                           step=step, init_model=current)
             out.pop("pool_rows")
             rundir.mark_complete(state, step)
             rundir.append_metrics({"event": "evolve_step", **_jsonable(out)})
@@ -93,10 +93,7 @@ def run(recipe: Recipe) -> Path:
         report = _write(recipe, rundir, before, after, time.time() - t0)
     finally:
         roles.stop()
-        if handle.started_here:
-            import ray
-
-            ray.shutdown()
+        cluster.disconnect(handle)
     return report
 
 

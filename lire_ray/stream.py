@@ -20,8 +20,11 @@ present exactly once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +52,27 @@ def call_role(actors: Sequence, role: str, method: str, *args, **kwargs):
         raise ActorFailure(role, f"{method} raised {exc.cause!r}") from exc
     except RayActorError as exc:
         raise ActorFailure(role, f"{method}: actor died and was not restarted: {exc}") from exc
+
+
+def record_busy(timing_dir: str | None, role: str, start: float) -> None:
+    """Append one busy interval (wall-clock seconds) of a stage to ``timing_dir``."""
+    if timing_dir:
+        Path(timing_dir).mkdir(parents=True, exist_ok=True)
+        (Path(timing_dir) / f"{role}-{uuid.uuid4().hex}.json").write_text(
+            json.dumps({"role": role, "start": start, "end": time.time()}))
+
+
+def busy_intervals(timing_dir: str | Path) -> list[tuple[float, float]]:
+    """The recorded busy intervals of the stages, merged where they overlap."""
+    spans = sorted((d["start"], d["end"]) for d in (
+        json.loads(p.read_text()) for p in Path(timing_dir).glob("*.json")))
+    merged: list[tuple[float, float]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _actors(names: Sequence[str], namespace: str | None):
@@ -86,13 +110,15 @@ class SampleStage:
     """
 
     def __init__(self, actor_names: Sequence[str], namespace: str | None, *, num_candidates: int,
-                 keep_human: bool, evolve_step: int):
+                 keep_human: bool, evolve_step: int, timing_dir: str | None = None):
         self.actors = _actors(actor_names, namespace)
+        self.timing_dir = timing_dir
         self.k = num_candidates
         self.keep_human = keep_human
         self.evolve_step = evolve_step
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        start = time.time()
         rows = table_to_rows(batch)
         humans = [sum(s == HUMAN for s in r.sources) if self.keep_human else 0 for r in rows]
         need = max(max(self.k - h, 1) for h in humans) if rows else 0
@@ -103,6 +129,7 @@ class SampleStage:
             cs = list(cs)[:max(self.k - h, 1)]
             out.append(merge_candidates(row, [c.text for c in cs], [c.policy_version for c in cs],
                                         keep_human=self.keep_human, evolve_step=self.evolve_step))
+        record_busy(self.timing_dir, "sampler", start)
         return rows_to_table(out)
 
 
@@ -110,13 +137,16 @@ class RowStage:
     """Ray Data UDF: sends rows to a role's ``method`` that returns rows (score, reference)."""
 
     def __init__(self, actor_names: Sequence[str], namespace: str | None, *, role: str,
-                 method: str):
+                 method: str, timing_dir: str | None = None):
         self.actors = _actors(actor_names, namespace)
         self.role = role
         self.method = method
+        self.timing_dir = timing_dir
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        start = time.time()
         rows = call_role(self.actors, self.role, self.method, table_to_rows(batch))
+        record_busy(self.timing_dir, self.role, start)
         return rows_to_table(rows)
 
 

@@ -239,9 +239,55 @@ def lora_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lora_run(ray_cluster, policy_dir, pool_dir, lora_tmp):
-    return fit(make_recipe(*LORA), pool_dir=pool_dir, policy_dir=policy_dir, tmp=lora_tmp,
-               name="full")
+def lora_uninterrupted(policy_dir, pool_dir, lora_tmp):
+    """The same LoRA run without Ray and without a stop: one process, a one-rank gloo group,
+    the pool's rows in file order (what a single Ray Train worker streams)."""
+    import os
+    import socket
+
+    import torch.distributed as dist
+
+    from lire_ray.pool import read_pool
+    from lire_ray.training.worker import TrainingRun, WorkerSpec
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"DS_ACCELERATOR": "cpu", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Ray worker with one CPU: same float reduction order
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        recipe = make_recipe(*LORA, "train.logger=none")
+        spec = WorkerSpec(recipe=recipe.model_dump(mode="json"), init_model=str(policy_dir),
+                          output_dir=str(lora_tmp / "out-uninterrupted"),
+                          num_prompts=NUM_PROMPTS, epochs=2)
+        run = TrainingRun(spec, rank=0, world_size=1, use_gpu=False)
+        table = read_pool(pool_dir)
+        history = run.run(lambda: (table.slice(i, 2) for i in range(0, NUM_PROMPTS, 2)),
+                          lambda record, directory, name: None)
+    finally:
+        dist.destroy_process_group()
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return history, lora_tmp / "out-uninterrupted"
+
+
+@pytest.fixture(scope="module")
+def lora_resumed(ray_cluster, policy_dir, pool_dir, lora_tmp):
+    """A Ray Train LoRA run stopped after epoch 1, then continued by a second ``fit``."""
+    recipe = make_recipe(*LORA)
+    first = fit(recipe, pool_dir=pool_dir, policy_dir=policy_dir, tmp=lora_tmp, name="resumed",
+                stop_after_epoch=1)
+    second = fit(recipe, pool_dir=pool_dir, policy_dir=policy_dir, tmp=lora_tmp, name="resumed")
+    return first, second
 
 
 def _safetensors(path):
@@ -250,11 +296,12 @@ def _safetensors(path):
     return load_file(str(path))
 
 
-def test_lora_trains_only_the_adapters(lora_run, policy_dir):
-    assert lora_run.adapter_dir is not None and lora_run.full_model
+def test_lora_trains_only_the_adapters(lora_resumed, policy_dir):
+    _, run = lora_resumed
+    assert run.adapter_dir is not None and run.full_model
     base = _safetensors(policy_dir / "model.safetensors")
-    merged = _safetensors(lora_run.checkpoint_dir / "model.safetensors")
-    adapter = _safetensors(lora_run.adapter_dir / "adapter_model.safetensors")
+    merged = _safetensors(run.checkpoint_dir / "model.safetensors")
+    adapter = _safetensors(run.adapter_dir / "adapter_model.safetensors")
     assert set(merged) == set(base)
     scale = 8 / 4
     changed = 0
@@ -270,22 +317,19 @@ def test_lora_trains_only_the_adapters(lora_run, policy_dir):
     assert changed == 4  # q and v in both layers
 
 
-def test_stopped_run_resumes_on_the_same_loss_trajectory(ray_cluster, lora_run, policy_dir,
-                                                        pool_dir, lora_tmp):
-    recipe = make_recipe(*LORA)
-    first = fit(recipe, pool_dir=pool_dir, policy_dir=policy_dir, tmp=lora_tmp, name="resumed",
-                stop_after_epoch=1)
-    assert first.checkpoint_dir is None and first.epochs_done == 1
+def test_stopped_run_resumes_on_the_same_loss_trajectory(lora_resumed, lora_uninterrupted):
+    first, second = lora_resumed
+    full, full_dir = lora_uninterrupted
     steps_per_epoch = math.ceil(NUM_PROMPTS / 2)
+    assert first.checkpoint_dir is None and first.epochs_done == 1
     assert len(first.history) == steps_per_epoch
-    second = fit(recipe, pool_dir=pool_dir, policy_dir=policy_dir, tmp=lora_tmp, name="resumed")
     assert second.epochs_done == 2 and len(second.history) == 2 * steps_per_epoch
-    full = lora_run.history
     assert [h["epoch"] for h in second.history] == [h["epoch"] for h in full]
     for key in ("loss", "lr", "grad_norm"):
         assert [h[key] for h in second.history] == pytest.approx([h[key] for h in full],
                                                                  rel=1e-6, abs=1e-9), key
     got = _safetensors(second.adapter_dir / "adapter_model.safetensors")
-    want = _safetensors(lora_run.adapter_dir / "adapter_model.safetensors")
+    want = _safetensors(full_dir / "adapter" / "adapter_model.safetensors")
+    assert set(got) == set(want)
     for key, value in want.items():
         assert torch.allclose(got[key], value, rtol=0, atol=1e-7), key

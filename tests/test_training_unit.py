@@ -341,7 +341,8 @@ def _naive_lire(model, group, temperature):
     return -(q * torch.softmax(torch.tensor(group.rewards), dim=0)).sum()
 
 
-def test_train_step_matches_plain_pytorch(process_group, policy_dir):
+@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage):
     from lire_ray.models import load_causal_lm
 
     lr, clip, temperature = 1e-2, 0.05, 2.0
@@ -350,7 +351,7 @@ def test_train_step_matches_plain_pytorch(process_group, policy_dir):
     # is 2 (the short last step of an epoch).
     steps = [[groups[0:2], groups[2:3]], [groups[3:4]]]
     train = TrainConfig(lr=lr, micro_batch_prompts=2, grad_accum=2, max_grad_norm=clip,
-                        warmup_ratio=0.0, zero_stage=2)
+                        warmup_ratio=0.0, zero_stage=zero_stage)
     engine = build_engine(load_causal_lm(policy_dir, dtype="float32").train(), train,
                           use_gpu=False, total_steps=3)
     loss = build_loss("lire", {"temperature": temperature})
@@ -437,3 +438,22 @@ def test_train_job_refuses_builtin_prompts_and_splits_output():
     args = train_job.job_parser("x").parse_args(["data=builtin:reviews", "loss=sft"])
     with pytest.raises(ConfigError, match="pool directory"):
         train_job.main(args)
+
+
+def test_trainer_group_checks_arguments_before_starting_workers(monkeypatch):
+    pytest.importorskip("ray.train")
+    from actors.trainer import TrainerGroup
+
+    def never(dataset, spec):
+        raise AssertionError("the trainer must not start")
+
+    two = TrainerGroup(load_recipe(None, ["resources.trainer.num_workers=2"]),
+                       storage_path="/tmp/unused-storage", name="t")
+    monkeypatch.setattr(two, "_trainer", never)
+    with pytest.raises(DataError, match="fewer than the 2 training worker"):
+        two.fit(None, num_prompts=1, init_model="unused", output_dir="/tmp/unused-out")
+    bad = TrainerGroup(load_recipe(None, ["loss.params={nope: 1}"]),
+                       storage_path="/tmp/unused-storage", name="t")
+    monkeypatch.setattr(bad, "_trainer", never)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        bad.fit(None, num_prompts=8, init_model="unused", output_dir="/tmp/unused-out")

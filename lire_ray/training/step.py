@@ -118,7 +118,7 @@ def loss_inputs(groups: Sequence[TokenizedGroup], seq: SeqLogps, *,
 
 
 def micro_batch_loss(model, groups: Sequence[TokenizedGroup], loss, *, packing: str,
-                     chunk_size: int) -> MicroBatchLoss:
+                     chunk_size: int, recompute_logits: bool = True) -> MicroBatchLoss:
     """Forward one micro-batch and evaluate a registry loss on it.
 
     Args:
@@ -127,6 +127,8 @@ def micro_batch_loss(model, groups: Sequence[TokenizedGroup], loss, *, packing: 
         loss: A :class:`~lire_ray.losses.BuiltLoss` (uniform convention, per-prompt output).
         packing: ``shared_prefix`` or ``padded`` (see :mod:`lire_ray.logprobs`).
         chunk_size: ``lm_head`` positions per chunk.
+        recompute_logits: Recompute each chunk's logits in backward instead of keeping the
+            float32 log-probs (see :func:`~lire_ray.logprobs.sequence_logprobs`).
 
     Returns:
         The micro-batch's :class:`MicroBatchLoss`.
@@ -134,7 +136,8 @@ def micro_batch_loss(model, groups: Sequence[TokenizedGroup], loss, *, packing: 
     Raises:
         DataError: Missing rewards or reference log-probs (see :func:`loss_inputs`).
     """
-    seq = sequence_logprobs(model, groups, packing=packing, chunk_size=chunk_size)
+    seq = sequence_logprobs(model, groups, packing=packing, chunk_size=chunk_size,
+                            recompute_logits=recompute_logits)
     inputs = loss_inputs(groups, seq, needs_reference=loss.needs_reference)
     per_prompt, metrics = loss(seq.logps, inputs["rewards"], mask=inputs["mask"],
                                ref_logps=inputs["ref_logps"], lengths=inputs["lengths"],
@@ -146,8 +149,35 @@ def micro_batch_loss(model, groups: Sequence[TokenizedGroup], loss, *, packing: 
         tokens_naive=sum(g.num_tokens_naive for g in groups))
 
 
+def _begin_forward(engine) -> None:
+    """Do what ``DeepSpeedEngine.forward`` does before running its module.
+
+    The log-prob computation calls the decoder and ``lm_head`` itself, so it bypasses
+    ``engine.forward``; ZeRO optimizers use this call to count micro-steps (ZeRO-3 would
+    otherwise overwrite instead of accumulate gradients) and to release the previous
+    micro-step's accumulation buffers.
+    """
+    from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+    if isinstance(engine.optimizer, ZeROOptimizer):
+        engine.optimizer.clear_backward_seen_flag()
+
+
+def _grad_norm(engine) -> float:
+    """Global L2 norm of the (already averaged) gradients; for engines that keep them in
+    ``param.grad`` (no ZeRO partitioning), where DeepSpeed records no norm itself."""
+    import torch
+
+    total = torch.zeros((), dtype=torch.float64)
+    for p in engine.module.parameters():
+        if p.grad is not None:
+            total += p.grad.detach().double().pow(2).sum().cpu()
+    return float(total.sqrt())
+
+
 def train_step(engine, micro_batches: Sequence[Sequence[TokenizedGroup]], loss, *,
-               packing: str = "shared_prefix", chunk_size: int = 1024) -> StepStats:
+               packing: str = "shared_prefix", chunk_size: int = 1024,
+               recompute_logits: bool = True) -> StepStats:
     """One optimizer step over ``micro_batches`` with a DeepSpeed engine.
 
     The accumulation boundary is set explicitly (the last micro-batch of the step), so a step
@@ -161,6 +191,9 @@ def train_step(engine, micro_batches: Sequence[Sequence[TokenizedGroup]], loss, 
         loss: A :class:`~lire_ray.losses.BuiltLoss`.
         packing: ``shared_prefix`` or ``padded``.
         chunk_size: ``lm_head`` positions per chunk.
+        recompute_logits: See :func:`micro_batch_loss`; must be False under ZeRO-3 with
+            frozen parameters (LoRA), whose partitioned weights are not gathered again when
+            a checkpointed chunk recomputes in backward.
 
     Returns:
         The step's :class:`StepStats` for this worker.
@@ -179,16 +212,19 @@ def train_step(engine, micro_batches: Sequence[Sequence[TokenizedGroup]], loss, 
     computed = naive = 0
     for i, groups in enumerate(micro_batches):
         engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
+        _begin_forward(engine)
         out = micro_batch_loss(engine.module, groups, loss, packing=packing,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, recompute_logits=recompute_logits)
         engine.backward(out.loss_sum / n, scale_wrt_gas=False)
         loss_total += float(out.loss_sum.detach())
         for k, v in out.metrics.items():
             weighted[k] = weighted.get(k, 0.0) + v * out.num_prompts
         computed += out.tokens_computed
         naive += out.tokens_naive
+    # Without ZeRO, DeepSpeed clips param.grad in step() and records no norm: measure first.
+    own_norm = _grad_norm(engine) if engine.zero_optimization_stage() == 0 else None
     engine.step()
-    norm = engine.get_global_grad_norm()
+    norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
     return StepStats(
         loss=loss_total / n, num_prompts=n, metrics={k: v / n for k, v in weighted.items()},
         tokens_computed=computed, tokens_naive=naive, lr=lr,

@@ -246,7 +246,8 @@ class TrainingRun:
         train = self.recipe.train
         for tables in group_steps(batches, train.grad_accum):
             stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
-                               packing=train.packing, chunk_size=train.logprob_chunk_size)
+                               packing=train.packing, chunk_size=train.logprob_chunk_size,
+                               recompute_logits=train.zero_stage != 3)
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
                       "policy_version": self.spec.policy_version,

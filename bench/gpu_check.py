@@ -1,0 +1,199 @@
+"""GPU check: correctness and speed of lire-ray's training step on a Qwen2-0.5B-shaped model.
+
+One script, a few minutes on one H100/H200, importing only torch, transformers and the pure
+``lire_ray`` modules (logprobs, packing, batch, losses, errors), so it runs on a GPU machine
+without ray, vLLM, deepspeed or pydantic:
+
+    python bench/gpu_check.py                  # CUDA; JSON + Markdown to $OUT (or --out)
+    python bench/gpu_check.py --device cpu     # dry run on small shapes
+
+It runs, in order:
+
+1. float32 agreement on a smaller Qwen2 (few layers, full vocabulary): naive vs every lire-ray
+   variant, loss / log-probs / gradients at float32 tolerances;
+2. the bf16 step bench at B=16 x K=4, prompt 256, responses 64..128 tokens: naive, padded and
+   shared-prefix (then the same with gradient checkpointing), with agreement at bf16
+   tolerances, and every variant's log-prob error against a float32 copy of the same weights;
+3. the loss-vs-K bench on the GPU; the Hugging Face sampler bench only where pydantic (the
+   recipe schema) can be imported.
+
+Exit status 1 if an agreement check fails. Targets (shared-prefix vs naive): >= 2.5x
+candidate-tokens/s and <= 9 GiB peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench import shapes  # noqa: E402
+from bench.common import machine_info, write_json  # noqa: E402
+from bench.loss_vs_k import run_loss_bench  # noqa: E402
+from bench.naive import naive_sequence_logprobs  # noqa: E402
+from bench.report import render  # noqa: E402
+from bench.step import VARIANTS, parse_variants, run_step_bench  # noqa: E402
+from lire_ray.logprobs import sequence_logprobs  # noqa: E402
+
+TARGET_SPEEDUP = 2.5
+TARGET_PEAK_GIB = 9.0
+
+
+def _sizes(small: bool) -> dict:
+    if small:
+        return {"fp32": (shapes.QWEN2_SMALL, None, shapes.BatchShape(3, 3, 24, 4, 12)),
+                "bf16": (shapes.QWEN2_SMALL, shapes.BatchShape(4, 4, 32, 8, 16)), "iters": 2}
+    return {"fp32": (shapes.QWEN2_05B, 4, shapes.BatchShape(4, 4, 64, 16, 32)),
+            "bf16": (shapes.QWEN2_05B, shapes.BatchShape(16, 4, 256, 64, 128)), "iters": 10}
+
+
+def fp32_logps_error(model, groups, variants, *, chunk_size: int) -> dict:
+    """Max relative error of each variant's bf16 log-probs against a float32 copy's.
+
+    The float32 reference is the naive computation, one group at a time under ``no_grad``
+    (full-vocabulary float32 logits of a whole batch would not fit).
+
+    Returns:
+        ``{variant name: max |logps - ref| / max |ref|}``.
+    """
+    ref_model = copy.deepcopy(model).float()
+    with torch.no_grad():
+        ref = torch.cat([naive_sequence_logprobs(ref_model, [g]) for g in groups]).double()
+        del ref_model
+        out = {}
+        for v in variants:
+            if v.packing is None:
+                got = naive_sequence_logprobs(model, groups)
+            else:
+                got = sequence_logprobs(model, groups, packing=v.packing,
+                                        chunk_size=chunk_size).logps
+            out[v.name] = float((got.double() - ref).abs().max() / ref.abs().max())
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def step_section(model, desc, shape, names, *, device, iters, warmup, chunk_size,
+                 fp32_ref: bool) -> dict:
+    variants = parse_variants(names)
+    groups = shapes.make_groups(shape, desc["vocab_size"])
+    result = run_step_bench(model, groups, shapes.make_rewards(shape, device), variants=variants,
+                            device=device, iters=iters, warmup=warmup, chunk_size=chunk_size)
+    result.update(model=desc, shape=shape.as_dict())
+    if fp32_ref:
+        result["logps_error_vs_fp32"] = fp32_logps_error(model, groups, variants,
+                                                         chunk_size=chunk_size)
+    return result
+
+
+def _guard(name: str, fn, results: dict) -> None:
+    """Run one section; an exception (OOM included) is recorded and the next section runs."""
+    start = time.perf_counter()
+    print(f"[gpu_check] {name} ...", flush=True)
+    try:
+        results[name] = fn()
+    except Exception as err:  # a failed section must not lose the others' numbers
+        results[name] = {"error": f"{type(err).__name__}: {err}"}
+        traceback.print_exc()
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    print(f"[gpu_check] {name} done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _hf_sampler(device: str) -> dict:
+    try:
+        import pydantic  # noqa: F401
+    except ImportError:
+        return {"error": "skipped: the Hugging Face sampler takes the recipe's SamplerConfig, "
+                         "which needs pydantic (not installed here)"}
+    import tempfile
+
+    from bench.sampler import run_sampler_bench
+    from lire_ray.models import build_tiny_policy
+
+    with tempfile.TemporaryDirectory(prefix="lire-gpu-check-") as tmp:
+        path = build_tiny_policy(f"{tmp}/policy", vocab_size=8192, hidden_size=256,
+                                 num_layers=4, num_heads=4)
+        result = run_sampler_bench(str(path), backends=["vllm", "hf"], prompts=16, k=4,
+                                   max_new_tokens=64, iters=3)
+    result["model"] = {"name": "tiny-llama", "vocab_size": 8192, "hidden_size": 256,
+                       "num_layers": 4}
+    return result
+
+
+def targets(results: dict) -> dict:
+    """The shared-prefix variant against the stated targets (None where not measured)."""
+    step = results.get("step", {})
+    sp = step.get("variants", {}).get("shared_prefix")
+    if not sp:
+        return {}
+    return {"speedup_vs_naive": sp["speedup_vs_naive"], "speedup_target": TARGET_SPEEDUP,
+            "speedup_met": sp["speedup_vs_naive"] >= TARGET_SPEEDUP,
+            "peak_gib": sp.get("memory", {}).get("peak_gib"), "peak_target_gib": TARGET_PEAK_GIB,
+            "peak_met": sp.get("memory", {}).get("peak_gib", 1e9) <= TARGET_PEAK_GIB}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--small", action="store_true", help="small shapes (default on cpu)")
+    p.add_argument("--out", default=os.environ.get("OUT"), help="output folder (default $OUT)")
+    p.add_argument("--chunk-size", type=int, default=1024)
+    args = p.parse_args(argv)
+    small = args.small or args.device == "cpu"
+    sizes, dev, res = _sizes(small), args.device, {}
+    command = "python bench/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    doc = {"command": command.strip(), "machine": machine_info(dev), "results": res}
+    all_names = list(VARIANTS)
+    layout, layers, shape = sizes["fp32"]
+
+    def fp32():
+        model, desc = shapes.qwen2(layout, dtype=torch.float32, device=dev, num_layers=layers)
+        return step_section(model, desc, shape, all_names, device=dev, iters=1, warmup=0,
+                            chunk_size=args.chunk_size, fp32_ref=False)
+
+    _guard("step_fp32_check", fp32, res)
+    layout, shape = sizes["bf16"]
+    holder = {}
+
+    def bf16(names, fp32_ref):
+        if "model" not in holder:
+            holder["model"] = shapes.qwen2(layout, dtype=torch.bfloat16, device=dev)
+        model, desc = holder["model"]
+        return step_section(model, desc, shape, names, device=dev, iters=sizes["iters"],
+                            warmup=2 if not small else 1, chunk_size=args.chunk_size,
+                            fp32_ref=fp32_ref)
+
+    _guard("step", lambda: bf16(["naive", "padded", "shared_prefix"], True), res)
+    _guard("step_ckpt", lambda: bf16(["naive_ckpt", "shared_prefix_ckpt"], False), res)
+    holder.clear()
+    _guard("loss", lambda: run_loss_bench(device=dev, iters=5, reps=20), res)
+    _guard("sampler", lambda: _hf_sampler(dev), res)
+    doc["targets"] = targets(res)
+    failed = [k for k, v in res.items() if k.startswith("step") and not v.get("agreement_ok")]
+    doc["agreement_failed"] = failed
+    if args.out:
+        out = Path(args.out)
+        write_json(out / "gpu_check.json", doc)
+        (out / "gpu_check.md").write_text(render(doc), encoding="utf-8")
+    print(render(doc))
+    print(json.dumps({"targets": doc["targets"], "agreement_failed": failed,
+                      "logps_error_vs_fp32": res.get("step", {}).get("logps_error_vs_fp32")},
+                     indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
