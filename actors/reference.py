@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lire_ray.models import default_device
 from lire_ray.pool import PoolRow
 from lire_ray.reference import ReferenceScorer
 
@@ -16,6 +17,7 @@ class ReferenceActor:
     """Hosts a :class:`~lire_ray.reference.ReferenceScorer` (same arguments)."""
 
     def __init__(self, model_path: str, **kwargs):
+        kwargs.setdefault("device", default_device())
         self.scorer = ReferenceScorer(model_path, **kwargs)
 
     def annotate_rows(self, rows: Sequence[PoolRow]) -> list[PoolRow]:

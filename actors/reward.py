@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from lire_ray.config import RewardModelConfig
+from lire_ray.models import default_device
 from lire_ray.pool import PoolRow
 from lire_ray.rewards import NormStats, RewardSet
 
@@ -20,12 +21,13 @@ class RewardActor:
     Args:
         configs: The recipe's reward models.
         norm_stats: Frozen z-score statistics, by reward-model name.
-        device: Torch device for HF reward models.
+        device: Torch device for HF reward models; default: the GPU Ray assigned this actor,
+            else the CPU.
     """
 
     def __init__(self, configs: Sequence[RewardModelConfig],
-                 norm_stats: dict[str, NormStats] | None = None, device: str = "cpu"):
-        self.rewards = RewardSet(configs, norm_stats=norm_stats, device=device)
+                 norm_stats: dict[str, NormStats] | None = None, device: str | None = None):
+        self.rewards = RewardSet(configs, norm_stats=norm_stats, device=device or default_device())
 
     def score_rows(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
         """Replace each row's rewards with fresh scores of all its candidates."""

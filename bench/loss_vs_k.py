@@ -29,21 +29,19 @@ def _inputs(b: int, k: int, device: str, seed: int):
     return logps, ref, rewards
 
 
-def time_loss(name: str, b: int, k: int, *, device: str, iters: int, reps: int,
-              seed: int = 0) -> float:
-    """Median seconds of one forward + backward of loss ``name`` on ``[B, K]`` inputs.
+def loss_call(name: str, b: int, k: int, *, device: str, reps: int, seed: int = 0):
+    """A closure running ``reps`` forward + backward passes of loss ``name`` on ``[B, K]`` inputs.
 
     Args:
         name: Registry name of the loss.
         b: B prompts.
         k: K candidates.
         device: Torch device.
-        iters: Timed samples; the median is returned.
-        reps: Calls per sample (a single call is too short to time alone).
+        reps: Calls per closure call (a single call is too short to time alone).
         seed: Input seed.
 
     Returns:
-        Seconds per call.
+        The closure (already called once, as warm-up).
     """
     loss_fn = build_loss(name)
     logps, ref, rewards = _inputs(b, k, device, seed)
@@ -56,12 +54,12 @@ def time_loss(name: str, b: int, k: int, *, device: str, iters: int, reps: int,
             loss.mean().backward()
             leaf.grad = None
 
-    call()  # warm-up
-    return median([time_call(call, device) for _ in range(iters)]) / reps
+    call()
+    return call
 
 
 def run_loss_bench(*, ks: Sequence[int] = DEFAULT_KS, losses: Sequence[str] = DEFAULT_LOSSES,
-                   batch: int = 64, device: str = "cpu", iters: int = 5, reps: int = 20,
+                   batch: int = 64, device: str = "cpu", iters: int = 15, reps: int = 10,
                    seed: int = 0) -> dict:
     """Time every loss at every K.
 
@@ -70,7 +68,7 @@ def run_loss_bench(*, ks: Sequence[int] = DEFAULT_KS, losses: Sequence[str] = DE
         losses: Registry names; the first is the reference of the ratio column.
         batch: B prompts.
         device: Torch device.
-        iters: Timed samples per cell.
+        iters: Timed samples per cell (the median is reported).
         reps: Calls per sample.
         seed: Input seed.
 
@@ -84,17 +82,29 @@ def run_loss_bench(*, ks: Sequence[int] = DEFAULT_KS, losses: Sequence[str] = DE
     if not losses or any(k < 2 for k in ks):
         raise ConfigError(f"loss bench needs at least one loss and every K >= 2, got "
                           f"losses={list(losses)} ks={list(ks)}")
+    # [B, K] ops are far too small to gain from intra-op threads; one thread also keeps the
+    # timings stable when other processes compete for the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     rows = []
-    for k in ks:
-        row = {"k": k}
-        for name in losses:
-            row[f"{name}_ms"] = 1e3 * time_loss(name, batch, k, device=device, iters=iters,
-                                                reps=reps, seed=seed)
-        for name in losses[1:]:
-            row[f"{name}_over_{losses[0]}"] = row[f"{name}_ms"] / row[f"{losses[0]}_ms"]
-        rows.append(row)
+    try:
+        for k in ks:
+            row = {"k": k}
+            calls = {n: loss_call(n, batch, k, device=device, reps=reps, seed=seed)
+                     for n in losses}
+            samples = {n: [] for n in losses}
+            for _ in range(iters):  # interleaved, so load bursts hit every loss alike
+                for n in losses:
+                    samples[n].append(time_call(calls[n], device) / reps)
+            for name in losses:
+                row[f"{name}_ms"] = 1e3 * median(samples[name])
+            for name in losses[1:]:
+                row[f"{name}_over_{losses[0]}"] = row[f"{name}_ms"] / row[f"{losses[0]}_ms"]
+            rows.append(row)
+    finally:
+        torch.set_num_threads(threads)
     return {"config": {"batch": batch, "losses": list(losses), "ks": list(ks), "iters": iters,
-                       "reps": reps, "device": device}, "rows": rows}
+                       "reps": reps, "device": device, "cpu_threads": 1}, "rows": rows}
 
 
 def loss_markdown(result: dict) -> str:
@@ -106,5 +116,6 @@ def loss_markdown(result: dict) -> str:
                                                          for n in names[1:]]
             for r in result["rows"]]
     return (f"Loss alone on [B={cfg['batch']}, K] tensors, forward + backward, median of "
-            f"{cfg['iters']} samples of {cfg['reps']} calls, {cfg['device']}.\n\n"
+            f"{cfg['iters']} samples of {cfg['reps']} calls, {cfg['device']} "
+            f"({cfg.get('cpu_threads', '?')} CPU thread).\n\n"
             + table(header, rows))

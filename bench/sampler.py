@@ -64,7 +64,7 @@ def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: in
     sampler = build_sampler(model_path, cfg, dtype=dtype)
     startup = time.perf_counter() - start
     try:
-        sampler.generate(list(prompts[:2]), n=k, seed=seed - 1)  # warm-up
+        sampler.generate(list(prompts[:2]), n=k, seed=seed + iters)  # warm-up, unused seed
         times, tokens = [], []
         for i in range(iters):
             t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from lire_ray.losses import build_loss
 #: shapes and summation orders between padded and packed rows at 8 mantissa bits.
 TOLERANCES = {
     "float32": {"logps": 1e-4, "loss": 1e-4, "grad": 1e-3},
-    "bfloat16": {"logps": 1e-2, "loss": 5e-2, "grad": 1e-1},
+    "bfloat16": {"logps": 1e-2, "loss": 1e-2, "grad": 5e-2},
 }
 #: The bench's LIRE temperature. A random-init model gives candidates of different lengths
 #: summed log-probs hundreds of nats apart; at the paper's T=2 the softmax Q would be one-hot
@@ -163,7 +163,7 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
     """Check agreement, measure peak memory, then time every variant in interleaved rounds.
 
     Order: one step per variant for agreement (the naive one is the reference), one step per
-    variant under the memory probe, ``warmup`` untimed rounds, then ``iters`` timed rounds
+    variant under the memory probe (naive last), ``warmup`` untimed rounds, then ``iters`` timed rounds
     visiting the variants in turn, so background load on a shared machine hits all of them
     alike. The median round time is reported.
 
@@ -214,7 +214,9 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
     del ref
     model.zero_grad(set_to_none=True)
     if measure_memory:
-        for v in variants:
+        # Naive last: on CPU, heap a larger step leaves resident could hide a later step's
+        # growth, and this order lets that bias count against lire-ray, not for it.
+        for v in reversed(variants):
             results[v.name]["memory"] = peak_memory(run[v.name], device)
             model.zero_grad(set_to_none=True)
     for _ in range(warmup):
@@ -271,6 +273,14 @@ def step_markdown(result: dict) -> str:
     lines.append(table(["variant", "cand tokens/s", "x naive", "tokens computed", "step s",
                         mem_col, "loss rel diff", "logps rel diff", "grad rel diff (max)"], rows))
     tol = cfg["tolerance"]
+    ref = result.get("fp32_reference")
+    if ref:
+        lines += ["", "Distance of each bf16 step from a float32 step on the same weights "
+                  "(rel. diff of loss / logps / grads): " + "; ".join(
+                      f"{name} {fmt(e['loss'], 2)} / {fmt(e['logps'], 2)} / "
+                      f"{fmt(e['grad_max'], 2)}" for name, e in ref["errors"].items())
+                  + f". lire-ray within {ref['slack']:g}x the naive step's distance: "
+                  + ("yes" if ref["ok"] else "NO") + "."]
     lines.append("")
     lines.append(f"Agreement tolerances ({cfg['dtype']}): loss {tol['loss']:g}, logps "
                  f"{tol['logps']:g}, grads {tol['grad']:g}; all within: "

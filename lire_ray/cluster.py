@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from lire_ray.config import ActorResources, RayConfig
 from lire_ray.errors import ActorFailure, ConfigError
@@ -40,6 +41,12 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
         ctx = ray.get_runtime_context()
         return RayHandle(False, ctx.gcs_address, None)
     kwargs = {"namespace": cfg.namespace, "log_to_driver": True}
+    if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        # Outside `ray job submit --working-dir`, workers on this machine import the project
+        # from its checkout, whatever their working directory.
+        root = str(Path(__file__).resolve().parents[1])
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}}
     if runtime_env:
         kwargs["runtime_env"] = runtime_env
     address = cfg.address or os.environ.get("RAY_ADDRESS")

@@ -341,3 +341,10 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
     except Exception as err:
         raise _load_error(name, "causal LM", err) from err
     return model.to(device).eval()
+
+
+def default_device() -> str:
+    """``"cuda"`` when this process sees a GPU (Ray sets CUDA_VISIBLE_DEVICES per actor), else CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -164,6 +164,8 @@ def run_evolve_step(recipe: Recipe, rundir: RunDir, roles: Roles, trainer, rows,
     from lire_ray.stream import busy_intervals, finalize_parts
 
     rundir.discard_incomplete(step)
+    # A half-finished Ray Train run of this step trained on candidates that are discarded now.
+    shutil.rmtree(Path(trainer.storage_path) / f"{trainer.name}-v{step}", ignore_errors=True)
     parts = rundir.root / "pools" / f".e{step}.parts"
     stream = build_stream(recipe, roles, rows, evolve_step=step, parts_dir=parts)
     expected = [r.prompt_id for r in rows]
