@@ -43,13 +43,16 @@ class SamplerActor:
         model_path: Local directory or hub id of the initial policy (version 0).
         sampler: The recipe's ``sampler`` section (or its dict form).
         model: The recipe's ``model`` section (LoRA, dtype, prompt limit); defaults if omitted.
+        served_file: JSON file naming the weights the driver last pushed (see
+            :func:`lire_ray.pipeline.Roles.push_weights`); a restarted actor reloads them, so it
+            never falls back to the initial policy in the middle of a run.
 
     Raises:
         ConfigError, ModelLoadError, DependencyError: From :func:`build_sampler`.
     """
 
     def __init__(self, model_path: str, sampler: SamplerConfig | Mapping,
-                 model: ModelConfig | Mapping | None = None):
+                 model: ModelConfig | Mapping | None = None, served_file: str | None = None):
         self._cfg = sampler if isinstance(sampler, SamplerConfig) \
             else SamplerConfig.model_validate(sampler)
         model_cfg = model if isinstance(model, ModelConfig) \
@@ -63,6 +66,11 @@ class SamplerActor:
             self._model_path, self._cfg, lora=model_cfg.lora if model_cfg.lora.enabled else None,
             trust_remote_code=model_cfg.trust_remote_code, dtype=model_cfg.dtype,
             max_prompt_tokens=model_cfg.max_prompt_tokens)
+        if served_file and os.path.isfile(served_file):
+            with open(served_file, encoding="utf-8") as fh:
+                served = json.load(fh)
+            load = self.sampler.load_adapter if served["adapter"] else self.sampler.load_weights
+            load(served["path"], int(served["version"]))
 
     def _chat_text(self, messages_json: str, row: int) -> str:
         if self._tokenizer is None:

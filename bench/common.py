@@ -141,6 +141,7 @@ def machine_info(device: str) -> dict:
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "device": device,
         "python": platform.python_version(),
     }
@@ -172,6 +173,8 @@ def fmt(value, digits: int = 3) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"

@@ -7,7 +7,7 @@ machine and date it ran on.
 
 from __future__ import annotations
 
-from bench.common import machine_line
+from bench.common import machine_line, table
 from bench.loss_vs_k import loss_markdown
 from bench.overlap import overlap_markdown
 from bench.sampler import sampler_markdown
@@ -45,4 +45,13 @@ def render(doc: dict, *, level: int = 3) -> str:
             body = fn(result)
         out.append(f"{'#' * level} {title}\n\nCommand: `{doc.get('command', '?')}`\n\n"
                    f"{machine_line(doc.get('machine', {}))}\n\n{body}\n")
+    tg = doc.get("targets") or {}
+    rows = [[name, t["speedup_vs_naive"], "yes" if t["speedup_met"] else "no", t["peak_gib"],
+             "yes" if t["peak_met"] else "no"]
+            for name, t in tg.items() if isinstance(t, dict)]
+    if rows:
+        out.append(f"{'#' * level} Targets\n\nShared-prefix steps against the plain naive step "
+                   f"of the same run: cand tokens/s at least {tg['speedup_target']:g}x, peak "
+                   f"memory at most {tg['peak_target_gib']:g} GiB.\n\n"
+                   + table(["variant", "x naive", "met", "peak GiB", "met"], rows) + "\n")
     return "\n".join(out)

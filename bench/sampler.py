@@ -28,6 +28,23 @@ def bench_prompts(count: int) -> list[str]:
     return [lines[i % len(lines)] for i in range(count)]
 
 
+def checkpoint_params(model_dir) -> int:
+    """Number of parameters stored in a model directory's safetensors files."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                n = 1
+                for dim in f.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total
+
+
 def _vllm_missing() -> str | None:
     try:
         import vllm  # noqa: F401

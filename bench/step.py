@@ -163,9 +163,9 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
     """Check agreement, measure peak memory, then time every variant in interleaved rounds.
 
     Order: one step per variant for agreement (the naive one is the reference), one step per
-    variant under the memory probe (naive last), ``warmup`` untimed rounds, then ``iters`` timed rounds
-    visiting the variants in turn, so background load on a shared machine hits all of them
-    alike. The median round time is reported.
+    variant under the memory probe (naive last), ``warmup`` untimed rounds, then ``iters``
+    timed rounds visiting the variants in turn, so background load on a shared machine hits
+    all of them alike. The median round time is reported.
 
     Args:
         model: A transformers causal LM in train mode on ``device``.
@@ -235,9 +235,12 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
         entry["median_s"] = median(times[v.name])
         entry["cand_tokens_per_s"] = cand_tokens / entry["median_s"]
         entry["speedup_vs_naive"] = median(times[base]) / entry["median_s"]
-        if measure_memory and "memory" in results[base]:
-            entry["memory_ratio_vs_naive"] = (entry["memory"]["peak_gib"]
-                                              / results[base]["memory"]["peak_gib"])
+        if measure_memory:
+            # CPU RSS includes the interpreter and libraries: compare the growth there.
+            key = "peak_gib" if device.startswith("cuda") else "delta_gib"
+            naive_mem = results[base]["memory"][key]
+            entry["memory_ratio_vs_naive"] = (entry["memory"][key] / naive_mem
+                                              if naive_mem > 0 else None)
     return {"config": {"prompts": len(groups), "candidates": max(g.num_candidates for g in groups),
                        "cand_tokens": cand_tokens, "chunk_size": chunk_size,
                        "temperature": temperature, "iters": iters, "warmup": warmup,
@@ -245,6 +248,13 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
                        "compared_grads": list(params)},
             "variants": results,
             "agreement_ok": all(e.get("agreement_ok", True) for e in results.values())}
+
+
+def _gib(value: float | None) -> str:
+    """Memory cell: below 1 MiB the RSS probe cannot resolve anything, so say so."""
+    if value is None:
+        return "-"
+    return "< 0.001" if value < 1e-3 else f"{value:.3f}"
 
 
 def step_markdown(result: dict) -> str:
@@ -266,7 +276,8 @@ def step_markdown(result: dict) -> str:
         rows.append([
             entry["label"], f"{entry['cand_tokens_per_s']:,.0f}", entry["speedup_vs_naive"],
             entry["tokens_computed"], entry["median_s"],
-            mem.get("peak_gib") if cfg["device"].startswith("cuda") else mem.get("delta_gib"),
+            _gib(mem.get("peak_gib") if cfg["device"].startswith("cuda")
+                 else mem.get("delta_gib")),
             "reference" if agree is None else fmt(agree["loss"], 2),
             "reference" if agree is None else fmt(agree["logps"], 2),
             "reference" if agree is None else fmt(agree["grad_max"], 2)])

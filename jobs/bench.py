@@ -4,7 +4,7 @@ usual way of doing the same work, in one process on the same model, batch and se
     python jobs/bench.py step --out bench.json --markdown
     python jobs/bench.py all --device cpu --out bench.json
     python jobs/bench.py step --device cuda --shape qwen2-0.5b --iters 10
-    python jobs/bench.py render bench.json        # Markdown tables from an earlier run
+    python jobs/bench.py render bench.json ...    # Markdown tables from earlier runs
 
 Sections: ``step`` (sequence log-probs + LIRE loss + backward vs a naive full-logits step),
 ``sampler`` (vLLM vs Hugging Face generate, tokens/s), ``loss`` (LIRE vs Plackett-Luce cost as
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("what", choices=[*SECTIONS, "all", "render"])
-    p.add_argument("file", nargs="?", help="render: the result JSON to render")
+    p.add_argument("files", nargs="*", help="render: result JSON files to render, in order")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--markdown", action="store_true", help="print the Markdown tables")
@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overlap-prompts", type=int, default=32)
     g.add_argument("--overlap-steps", type=int, default=1)
     g.add_argument("--overlap-epochs", type=int, default=1)
+    g.add_argument("--overlap-batch", type=int, default=8, help="sampler.batch_size")
     g.add_argument("--overlap-backend", default="vllm", choices=["vllm", "hf"])
     g.add_argument("--overlap-timeout", type=float, default=900)
+    g.add_argument("--overlap-wait", type=float, default=0,
+                   help="seconds to wait for another Ray cluster on this machine to stop")
+    g.add_argument("--overlap-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra recipe override for both runs (repeatable)")
     g.add_argument("--keep-runs", action="store_true")
     return p
 
@@ -102,6 +107,7 @@ def run_step(args) -> dict:
     from bench import shapes
     from bench.step import BENCH_TEMPERATURE, DEFAULT_VARIANTS, parse_variants, run_step_bench
 
+    variants = parse_variants(args.variants or DEFAULT_VARIANTS)  # fail before building
     big = args.shape == "qwen2-0.5b"
     if big:
         model, desc = shapes.qwen2(shapes.QWEN2_05B, dtype=torch.bfloat16, device=args.device,
@@ -119,7 +125,7 @@ def run_step(args) -> dict:
     groups = shapes.make_groups(shape, desc["vocab_size"])
     result = run_step_bench(
         model, groups, shapes.make_rewards(shape, args.device),
-        variants=parse_variants(args.variants or DEFAULT_VARIANTS), device=args.device,
+        variants=variants, device=args.device,
         iters=args.iters or (10 if args.device.startswith("cuda") else 3), warmup=args.warmup,
         chunk_size=args.chunk_size, temperature=args.temperature or BENCH_TEMPERATURE)
     return {**result, "model": desc, "shape": shape.as_dict()}
@@ -129,7 +135,7 @@ def run_sampler(args) -> dict:
     """The ``sampler`` section on a tiny policy saved to a temporary directory."""
     import tempfile
 
-    from bench.sampler import run_sampler_bench
+    from bench.sampler import checkpoint_params, run_sampler_bench
     from lire_ray.models import TINY_HEAD_DIM, build_tiny_policy
 
     with tempfile.TemporaryDirectory(prefix="lire-bench-sampler-") as tmp:
@@ -139,8 +145,9 @@ def run_sampler(args) -> dict:
         result = run_sampler_bench(str(path), backends=args.backends, prompts=args.sampler_prompts,
                                    k=args.candidates, max_new_tokens=args.max_new_tokens,
                                    iters=args.sampler_iters, seed=args.seed, dtype="float32")
-    result["model"] = {"name": "tiny-llama", "vocab_size": args.tiny_vocab,
-                       "hidden_size": args.tiny_hidden, "num_layers": args.tiny_layers}
+        result["model"] = {"name": "tiny-llama", "vocab_size": args.tiny_vocab,
+                           "hidden_size": args.tiny_hidden, "num_layers": args.tiny_layers,
+                           "params_m": round(checkpoint_params(path) / 1e6, 2)}
     return result
 
 
@@ -155,8 +162,10 @@ def run_overlap(args) -> dict:
     from bench.overlap import run_overlap_bench
 
     return run_overlap_bench(prompts=args.overlap_prompts, steps=args.overlap_steps,
-                             epochs=args.overlap_epochs, backend=args.overlap_backend,
-                             timeout_s=args.overlap_timeout, keep=args.keep_runs)
+                             epochs=args.overlap_epochs, batch=args.overlap_batch,
+                             backend=args.overlap_backend, extra=args.overlap_set,
+                             timeout_s=args.overlap_timeout, wait_s=args.overlap_wait,
+                             keep=args.keep_runs)
 
 
 RUNNERS = {"step": run_step, "sampler": run_sampler, "loss": run_loss, "overlap": run_overlap}
@@ -167,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import render
 
     if args.what == "render":
-        if not args.file:
-            raise ConfigError("render needs the result JSON file: jobs/bench.py render FILE")
-        print(render(json.loads(Path(args.file).read_text(encoding="utf-8"))))
+        if not args.files:
+            raise ConfigError("render needs result JSON files: jobs/bench.py render FILE...")
+        for name in args.files:
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"render: no such result file '{path}'")
+            print(render(json.loads(path.read_text(encoding="utf-8"))))
         return 0
+    if args.files:
+        raise ConfigError(f"unexpected arguments {args.files}: only 'render' takes files")
     if args.device.startswith("cuda"):
         import torch
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lire_ray.config import ActorResources, RayConfig
+from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
 from lire_ray.errors import ActorFailure, ConfigError
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,29 @@ def _check_feasible(role: str, res: ActorResources) -> None:
         if need and total.get(key, 0) < need:
             raise ConfigError(f"resources.{role} asks for {key}={need} per actor but the Ray "
                               f"cluster has {total.get(key, 0)} in all")
+
+
+def check_feasible(resources: ResourcesConfig, roles: tuple[str, ...] = ("sampler", "reward")
+                   ) -> None:
+    """Refuse, before any actor starts, resources the connected cluster can never provide.
+
+    Raises:
+        ConfigError: Names the role, the resource, what it asks for and what the cluster has.
+    """
+    import ray
+
+    for role in roles:
+        _check_feasible(role, getattr(resources, role))
+    tr = resources.trainer
+    need = {"CPU": tr.cpus_per_worker * tr.num_workers,
+            "GPU": (tr.gpus_per_worker * tr.num_workers) if tr.use_gpu else 0.0,
+            **{k: v * tr.num_workers for k, v in tr.resources_per_worker.items()}}
+    total = ray.cluster_resources()
+    for key, amount in need.items():
+        if amount and total.get(key, 0) < amount:
+            raise ConfigError(f"resources.trainer asks for {key}={amount} in all "
+                              f"({tr.num_workers} workers) but the Ray cluster has "
+                              f"{total.get(key, 0)}")
 
 
 def stop_role(handles: list) -> None:

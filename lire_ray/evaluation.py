@@ -4,7 +4,9 @@
 * win rate against the human-written reference answer, ties counted half;
 * sequence-level KL(pi || pi_ref) estimated from policy samples, with its standard error;
 * negative-flip rate: share of prompts whose reward dropped against the base policy (A.8);
-* Best-of-n: pick the best of n base-policy samples by RM, report what RM* says of it (4.4).
+* Best-of-n: pick the best of n base-policy samples by RM, report what RM* says of it (4.4);
+* mean over seeds with a two-sided Student-t confidence interval (the comparison table), with
+  the t quantile computed here (regularized incomplete beta, bisection) rather than from SciPy.
 """
 
 from __future__ import annotations
@@ -96,3 +98,114 @@ def summarize(scores: dict[str, Sequence[float]],
             row["win_rate"] = win_rate(list(s), list(human[name]))
         out[name] = row
     return out
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b) for 0 <= x <= 1."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Cumulative distribution function of Student's t with ``df`` degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    tail = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse of :func:`t_cdf`: the t with ``P(T <= t) = p`` (bisection to ~1e-12).
+
+    Raises:
+        ValueError: ``p`` outside (0, 1) or ``df <= 0``.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"t_quantile needs 0 < p < 1, got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over independent runs (e.g. seeds) with a two-sided t-based confidence interval.
+
+    Attributes:
+        mean: Sample mean.
+        half_width: ``t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard
+            deviation; NaN for fewer than two values.
+        n: Number of values.
+        confidence: The interval's confidence level.
+    """
+
+    mean: float
+    half_width: float
+    n: int
+    confidence: float = 0.95
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean ± Student-t confidence interval over independent runs.
+
+    Args:
+        values: One value per run (seed).
+        confidence: Two-sided confidence level in (0, 1).
+
+    Returns:
+        The :class:`Interval`; its half-width is NaN for a single value.
+
+    Raises:
+        ValueError: No values, or ``confidence`` outside (0, 1).
+    """
+    if not values:
+        raise ValueError("mean_ci needs at least one value")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n, m = len(values), mean(values)
+    if n < 2:
+        return Interval(m, float("nan"), n, confidence)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    return Interval(m, t_quantile(0.5 + confidence / 2.0, n - 1) * s / math.sqrt(n), n,
+                    confidence)

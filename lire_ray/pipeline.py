@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lire_ray.config import Recipe
-from lire_ray.errors import ConfigError
+from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.pool import HUMAN, PoolRow, read_pool, rows_to_table, table_to_rows
 from lire_ray.rundir import COMPLETE_MARKER, RunDir
 
@@ -30,12 +30,20 @@ log = logging.getLogger(__name__)
 
 
 def resolve_policy(recipe: Recipe) -> str:
-    """The initial policy: 'tiny' builds (once) the embedded default; anything else is passed on."""
+    """The initial policy: 'tiny' builds (once) the embedded default; anything else is passed on.
+
+    Raises:
+        ModelLoadError: The policy names a local path that does not exist.
+    """
     if recipe.model.policy == "tiny":
         from lire_ray.tasks.tiny_policy import ensure_tiny_policy
 
         return str(ensure_tiny_policy(recipe.run.cache_dir))
-    return recipe.model.policy
+    policy = recipe.model.policy
+    if (policy.startswith((".", "/", "~")) or policy.count("/") > 1) and \
+            not Path(policy).expanduser().exists():
+        raise ModelLoadError(f"model.policy: local path '{policy}' does not exist")
+    return policy
 
 
 def load_prompt_rows(spec: str, limit: int | None) -> list[PoolRow]:
@@ -66,7 +74,8 @@ def overlap_seconds(busy: Sequence[tuple[float, float]], train: tuple[float, flo
 class Roles:
     """The long-lived role actors of a run."""
 
-    def __init__(self, recipe: Recipe, policy_path: str, *, needs_reference: bool):
+    def __init__(self, recipe: Recipe, policy_path: str, *, needs_reference: bool,
+                 state_file: str | Path | None = None):
         from actors.reference import ReferenceActor
         from actors.reward import RewardActor
         from actors.sampler import SamplerActor
@@ -74,8 +83,10 @@ class Roles:
 
         ns, res = recipe.ray.namespace, recipe.resources
         self.namespace = ns
-        self.samplers = cluster.start_role(SamplerActor, "sampler", res.sampler, ns,
-                                           policy_path, recipe.sampler, recipe.model)
+        self.state_file = Path(state_file) if state_file else None
+        self.samplers = cluster.start_role(
+            SamplerActor, "sampler", res.sampler, ns, policy_path, recipe.sampler, recipe.model,
+            served_file=str(self.state_file) if self.state_file else None)
         self.rewards = cluster.start_role(RewardActor, "reward", res.reward, ns, recipe.rewards)
         self.references = []
         if needs_reference:
@@ -92,9 +103,20 @@ class Roles:
         return [f"{role}-{i}" for i in range(len(handles))]
 
     def push_weights(self, checkpoint_dir: str, version: int, *, adapter: bool) -> None:
-        """Serve checkpoint ``version`` on every sampler (adapter only for LoRA)."""
+        """Serve checkpoint ``version`` on every sampler (adapter only for LoRA).
+
+        The choice is recorded first in ``state_file`` so that a sampler restarted later
+        (``max_restarts``) loads the same weights.
+        """
+        import json
+
         import ray
 
+        from lire_ray.rundir import atomic_write_text
+
+        if self.state_file is not None:
+            atomic_write_text(self.state_file, json.dumps(
+                {"path": str(checkpoint_dir), "version": version, "adapter": adapter}))
         method = "load_adapter" if adapter else "load_weights"
         ray.get([getattr(s, method).remote(checkpoint_dir, version) for s in self.samplers])
 

@@ -76,6 +76,9 @@ class RunDir:
         root: The run directory.
         resume: Whether an existing, non-empty directory may be continued.
 
+    Nothing is written until :meth:`create`, so a run refused for a bad setting leaves no
+    trace.
+
     Raises:
         RunDirError: ``root`` is non-empty and ``resume`` is false, or ``resume`` is true but
             the directory holds no run (no ``config.yaml``).
@@ -91,7 +94,12 @@ class RunDir:
         if resume and has_content and not self.config_path.is_file():
             raise RunDirError(f"cannot resume: {self.root} has no config.yaml, so it is not a run "
                               f"directory")
+
+    def create(self, config_yaml: str) -> None:
+        """Create the directory and snapshot the recipe (kept as is when resuming)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.is_file():
+            atomic_write_text(self.config_path, config_yaml)
 
     @property
     def config_path(self) -> Path:

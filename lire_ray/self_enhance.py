@@ -51,9 +51,8 @@ def run(recipe: Recipe) -> Path:
     from lire_ray.losses import build_loss
 
     t0 = time.time()
+    # Everything that can be checked without Ray is checked before anything is written.
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
-    if not rundir.config_path.is_file():
-        atomic_write_text(rundir.config_path, recipe.to_yaml())
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
@@ -62,9 +61,17 @@ def run(recipe: Recipe) -> Path:
     eval_rows = (pipeline.load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
                  if recipe.data.eval else [])
     handle = cluster.connect(recipe.ray)
+    try:
+        cluster.check_feasible(recipe.resources, ("sampler", "reward", "reference")
+                               if loss.needs_reference else ("sampler", "reward"))
+    except BaseException:
+        cluster.disconnect(handle)
+        raise
+    rundir.create(recipe.to_yaml())
     log.info("run directory %s; Ray at %s; dashboard %s", rundir.root, handle.address,
              handle.dashboard_url or "n/a")
-    roles = pipeline.Roles(recipe, policy, needs_reference=loss.needs_reference)
+    roles = pipeline.Roles(recipe, policy, needs_reference=loss.needs_reference,
+                           state_file=rundir.root / "served_policy.json")
     try:
         trainer = TrainerGroup(recipe, storage_path=str(rundir.root / "ray_train"), name="policy")
         state = rundir.load_state()

@@ -1,0 +1,201 @@
+"""Evaluation plots of the paper, drawn as PNG files from plain numbers.
+
+* :func:`plot_frontier`: reward (win rate) against D_tau over sampling temperatures (Fig. 5);
+* :func:`plot_win_rate_vs_k`: win rate against the number of candidates n or K (Fig. 4);
+* :func:`plot_grid`: the Evolve x Iterate reward grid as a heatmap (Table 6);
+* :func:`plot_training_curves`: per-step training metrics of several runs;
+* the before/after reward histogram (Fig. 7) is :func:`lire_ray.report.plot_reward_distribution`.
+
+All use matplotlib's Agg backend (headless) and return the written path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lire_ray.report import plot_reward_distribution
+
+__all__ = ["plot_frontier", "plot_grid", "plot_reward_distribution", "plot_training_curves",
+           "plot_win_rate_vs_k"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def plot_frontier(series: Mapping[str, Sequence[Mapping[str, float]]], path: Path, *,
+                  xlabel: str = "D_tau = E[log pi - log pi_ref] (nats)",
+                  ylabel: str = "win rate vs human (RM)",
+                  title: str = "reward-KL frontier over sampling temperatures") -> Path:
+    """Reward against divergence from the reference, one curve per policy (paper Fig. 5).
+
+    Args:
+        series: Per policy name, points ``{"x", "y", "temperature"}`` and optionally
+            ``"xerr"`` (standard error of x). Points with a non-finite x or y are skipped.
+        path: Output PNG.
+        xlabel: X axis label.
+        ylabel: Y axis label.
+        title: Plot title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in series.items():
+        pts = sorted((p for p in points if _finite(p["x"], p["y"])),
+                     key=lambda p: p["temperature"])
+        if not pts:
+            continue
+        err = [p.get("xerr", 0.0) if _finite(p.get("xerr", 0.0)) else 0.0 for p in pts]
+        ax.errorbar([p["x"] for p in pts], [p["y"] for p in pts], xerr=err, marker="o",
+                    capsize=3, label=name)
+        for p in pts:
+            ax.annotate(f"T={p['temperature']:g}", (p["x"], p["y"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if series:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_win_rate_vs_k(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, *,
+                       levels: Mapping[str, float] | None = None,
+                       points: Mapping[str, tuple[int, float]] | None = None,
+                       ylabel: str = "win rate vs human",
+                       title: str = "win rate vs number of candidates") -> Path:
+    """Win rate against n (Best-of-n) or K (pool size), as in paper Fig. 4.
+
+    Args:
+        curves: Per label, ``(n, win_rate)`` pairs, drawn as lines (e.g. Best-of-n by judge).
+        path: Output PNG.
+        levels: Per label, a win rate drawn as a horizontal dashed line (e.g. a trained policy).
+        points: Per label, one ``(K, win_rate)`` marker (e.g. a method trained on K candidates).
+        ylabel: Y axis label.
+        title: Plot title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in curves.items():
+        pts = sorted((int(n), y) for n, y in pts if _finite(y))
+        if pts:
+            ax.plot([n for n, _ in pts], [y for _, y in pts], marker="o", label=label)
+    for label, y in (levels or {}).items():
+        if _finite(y):
+            ax.axhline(y, linestyle="--", linewidth=1, label=label)
+    pts = list((points or {}).items())
+    for i, (label, (k, y)) in enumerate(pts):
+        if _finite(y):
+            # Methods trained on the same K would hide each other: spread them a little.
+            x = k + 0.06 * (i - (len(pts) - 1) / 2)
+            ax.plot([x], [y], marker="*", markersize=12, linestyle="none", label=label)
+    ax.set_xlabel("n (Best-of-n) / K (candidates per prompt)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_grid(records: Sequence[Mapping[str, float]], path: Path, *, value: str = "reward",
+              title: str = "reward by Evolve steps E and Iterate epochs I") -> Path:
+    """Heatmap of a value over Evolve steps E (columns) and Iterate epochs I (rows) (Table 6).
+
+    Args:
+        records: ``{"E": int, "I": int, value: float}`` per grid cell; cells without a record
+            stay blank. A repeated (E, I) keeps its last record.
+        path: Output PNG.
+        value: The record key to plot.
+        title: Plot title.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: No records, or a record without E, I or ``value``.
+    """
+    if not records:
+        raise ValueError("plot_grid needs at least one {E, I, value} record")
+    for i, r in enumerate(records):
+        missing = [k for k in ("E", "I", value) if k not in r]
+        if missing:
+            raise ValueError(f"grid record {i} has no {', '.join(missing)}: {dict(r)}")
+    es = sorted({int(r["E"]) for r in records})
+    is_ = sorted({int(r["I"]) for r in records})
+    cells = [[float("nan")] * len(es) for _ in is_]
+    for r in records:
+        cells[is_.index(int(r["I"]))][es.index(int(r["E"]))] = float(r[value])
+    plt = _plt()
+    import numpy as np
+
+    data = np.ma.masked_invalid(np.array(cells, dtype=float))
+    fig, ax = plt.subplots(figsize=(1.6 * len(es) + 2.5, 1.0 * len(is_) + 1.8))
+    im = ax.imshow(data, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(es)), [f"E={e}" for e in es])
+    ax.set_yticks(range(len(is_)), [f"I={i}" for i in is_])
+    for yi, row in enumerate(cells):
+        for xi, v in enumerate(row):
+            if math.isfinite(v):
+                ax.text(xi, yi, f"{v:.3f}", ha="center", va="center", color="white",
+                        fontsize=9)
+    fig.colorbar(im, ax=ax, label=value)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path, *,
+                         keys: Sequence[str] = ("loss",), x: str = "step",
+                         title: str = "training curves") -> Path:
+    """One panel per metric key, one line per run (e.g. ``lire/seed0``).
+
+    Args:
+        histories: Per run label, its per-step metric records.
+        path: Output PNG.
+        keys: Metric keys to draw; keys no run has are dropped.
+        x: Record key of the x axis (the record's index when absent).
+        title: Figure title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _plt()
+    keys = [k for k in keys if any(k in h for hs in histories.values() for h in hs)] or \
+        list(keys[:1])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, hist in histories.items():
+            pts = [(h.get(x, i), h[key]) for i, h in enumerate(hist)
+                   if key in h and _finite(h[key])]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        if histories:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
