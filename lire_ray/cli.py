@@ -55,6 +55,15 @@ def setup_logging(debug: bool) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("urllib3", "filelock", "matplotlib", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not debug:
+        # Per-file progress bars of tiny local loads only bury the job's own progress lines.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
 
 
 def run_job(main: Callable[[argparse.Namespace], int | None],

@@ -56,10 +56,10 @@ def run(recipe: Recipe) -> Path:
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
-    policy = pipeline.resolve_policy(recipe)
     train_rows = pipeline.load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
     eval_rows = (pipeline.load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
                  if recipe.data.eval else [])
+    policy = pipeline.resolve_policy(recipe)
     handle = cluster.connect(recipe.ray)
     try:
         cluster.check_feasible(recipe.resources, ("sampler", "reward", "reference")
