@@ -192,4 +192,8 @@ def overlap_markdown(result: dict) -> str:
                  f"{result['sample_over_train']:.2f}x as long as training, so perfect overlap "
                  f"would give {result['ideal_ratio']:.2f}x (target <= 0.7x busy time when the "
                  "two are similar).")
+        if result["busy_ratio"] < result["ideal_ratio"] - 0.05:
+            text += (" The measured ratio is below that bound, which overlap alone cannot "
+                     "produce: the difference is run-to-run variation of the phases (compare "
+                     "the two runs' train s), not a saving from overlap.")
     return text

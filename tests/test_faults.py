@@ -76,7 +76,7 @@ def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, pol
 
 
 def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path):
-    from ray.util.state import list_actors
+    import psutil
 
     from actors.trainer import TrainerGroup
 
@@ -91,11 +91,11 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
         deadline = time.time() + 600
         while time.time() < deadline and not killed:
             if list(storage.glob("*/checkpoint_*")):
-                for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                              ("state", "=", "ALIVE")], detail=True):
-                    if a.pid:
-                        os.kill(a.pid, signal.SIGKILL)
-                        killed.append(a.pid)
+                # Ray titles worker processes "ray::<Class>...": find a live trainer worker.
+                for proc in psutil.process_iter(["cmdline"]):
+                    if " ".join(proc.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
                         return
             time.sleep(0.5)
 

@@ -158,11 +158,14 @@ def plot_grid(records: Sequence[Mapping[str, float]], path: Path, *, value: str 
     im = ax.imshow(data, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(es)), [f"E={e}" for e in es])
     ax.set_yticks(range(len(is_)), [f"I={i}" for i in is_])
+    lo, hi = float(data.min()), float(data.max())
     for yi, row in enumerate(cells):
         for xi, v in enumerate(row):
             if math.isfinite(v):
-                ax.text(xi, yi, f"{v:.3f}", ha="center", va="center", color="white",
-                        fontsize=9)
+                # viridis is light at the top of its range: dark text there stays readable.
+                bright = hi > lo and (v - lo) / (hi - lo) > 0.6
+                ax.text(xi, yi, f"{v:.3f}", ha="center", va="center",
+                        color="black" if bright else "white", fontsize=9)
     fig.colorbar(im, ax=ax, label=value)
     ax.set_title(title)
     return _save(fig, path)
