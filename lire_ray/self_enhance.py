@@ -9,6 +9,7 @@ the report. The per-step logic is in :mod:`lire_ray.pipeline`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -53,6 +54,9 @@ def run(recipe: Recipe) -> Path:
     t0 = time.time()
     # Everything that can be checked without Ray is checked before anything is written.
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
+    # One namespace per run directory: two runs on one cluster never share actor names.
+    ns = f"{recipe.ray.namespace}-{hashlib.sha1(str(rundir.root).encode()).hexdigest()[:8]}"
+    recipe = recipe.model_copy(update={"ray": recipe.ray.model_copy(update={"namespace": ns})})
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
