@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from lire_ray import evaluation as ev
-from lire_ray import pipeline
+from lire_ray import pipeline, telemetry
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
 from lire_ray.report import markdown_table, plot_curves, plot_reward_distribution, write_report
@@ -58,6 +58,10 @@ def run(recipe: Recipe) -> Path:
     ns = f"{recipe.ray.namespace}-{hashlib.sha1(str(rundir.root).encode()).hexdigest()[:8]}"
     recipe = recipe.model_copy(update={"ray": recipe.ray.model_copy(update={"namespace": ns})})
     loss = build_loss(recipe.loss.name, recipe.loss.params)
+    if recipe.evolve.max_staleness > 0:
+        raise ConfigError("evolve.max_staleness > 0 (sampling ahead of training) is not "
+                          "implemented; use 0 (strict Algorithm 1, with split placement "
+                          "still streaming each step's pool into training)")
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
     train_rows = pipeline.load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
@@ -95,6 +99,9 @@ def run(recipe: Recipe) -> Path:
             out.pop("pool_rows")
             rundir.mark_complete(state, step)
             rundir.append_metrics({"event": "evolve_step", **_jsonable(out)})
+            telemetry.export_step({**out, "pool_candidates": out["candidates"],
+                                   "tokens_per_s": out["final_train_metrics"].get("tokens_per_s")},
+                                  run=rundir.root.name)
             current = _push(recipe, roles, rundir.checkpoint_dir(step), step)
             steps.append(out)
             log.info("Evolve step %d done: policy reward %.4f, overlap %.1f s", step,
