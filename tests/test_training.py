@@ -16,6 +16,7 @@ import random
 
 import pytest
 import torch
+from _dist import forget_deepspeed_groups
 
 from lire_ray.collate import tokenize_group
 from lire_ray.config import load_recipe
@@ -259,6 +260,7 @@ def lora_uninterrupted(policy_dir, pool_dir, lora_tmp):
     os.environ.update(env)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a Ray worker with one CPU: same float reduction order
+    forget_deepspeed_groups()
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         recipe = make_recipe(*LORA, "train.logger=none")
@@ -271,6 +273,7 @@ def lora_uninterrupted(policy_dir, pool_dir, lora_tmp):
                           lambda record, directory, name: None)
     finally:
         dist.destroy_process_group()
+        forget_deepspeed_groups()
         torch.set_num_threads(threads)
         for k, v in saved.items():
             if v is None:

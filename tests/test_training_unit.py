@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
+from _dist import forget_deepspeed_groups
 
 from lire_ray.batch import TokenizedGroup
 from lire_ray.config import TrainConfig, load_recipe
@@ -298,9 +299,11 @@ def process_group():
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    forget_deepspeed_groups()
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
+    forget_deepspeed_groups()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
