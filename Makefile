@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 
+# resume=true keeps the demo idempotent: a second run continues (or re-reports) runs/tiny.
 demo: $(STAMP)
-	$(PY) jobs/self_enhance.py $(ARGS)
+	$(PY) jobs/self_enhance.py resume=true $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
