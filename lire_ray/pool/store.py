@@ -27,6 +27,7 @@ from lire_ray.pool.schema import (
     rows_to_table,
     validate_table,
 )
+from lire_ray.rundir import replace_dir
 
 MANIFEST_NAME = "manifest.json"
 DEFAULT_ROWS_PER_FILE = 4096
@@ -74,22 +75,11 @@ def _finish(tmp: Path, out: Path, files: list[dict], table_stats: dict, metadata
     for entry in files:
         _fsync(tmp / entry["name"])
     _fsync(tmp)
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise DataError("output directory already exists; pass overwrite=True (--overwrite) to replace it",
-                            source=str(out))
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
+    if out.exists() and not overwrite:
+        raise DataError("output directory already exists; pass overwrite=True (--overwrite) to replace it",
+                        source=str(out))
+    replace_dir(tmp, out)
     _fsync(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return manifest
 
 

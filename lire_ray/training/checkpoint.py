@@ -17,7 +17,6 @@ Two kinds of output:
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import uuid
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lire_ray.errors import RunDirError
-from lire_ray.rundir import COMPLETE_MARKER, atomic_write_text
+from lire_ray.rundir import COMPLETE_MARKER, atomic_write_text, replace_dir
 from lire_ray.training.data import ShardCache
 
 DS_TAG = "deepspeed"
@@ -140,22 +139,6 @@ def _gathered(engine, zero_stage: int):
     return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` onto ``out``, moving an existing ``out`` aside first."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_policy(engine, *, rank: int, output_dir: str | Path, tokenizer, init_model: str,
                 lora_enabled: bool, merge_on_save: bool, zero_stage: int,
                 history: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
@@ -204,7 +187,7 @@ def save_policy(engine, *, rank: int, output_dir: str | Path, tokenizer, init_mo
                     "full_model": full, "adapter_dir": ADAPTER_DIR if lora_enabled else None}
             (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True),
                                          encoding="utf-8")
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         atomic_write_text(out / COMPLETE_MARKER, "complete\n")
