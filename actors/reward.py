@@ -6,13 +6,15 @@ Undecorated on purpose: jobs apply resources from the recipe with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 
 from lire_ray.config import RewardModelConfig
+from lire_ray.errors import DataError
 from lire_ray.models import default_device
 from lire_ray.pool import PoolRow
-from lire_ray.rewards import NormStats, RewardSet
+from lire_ray.rewards import NormStats, RewardSet, load_norm_stats, stats_to_dict
 
 
 class RewardActor:
@@ -23,11 +25,24 @@ class RewardActor:
         norm_stats: Frozen z-score statistics, by reward-model name.
         device: Torch device for HF reward models; default: the GPU Ray assigned this actor,
             else the CPU.
+        norm_file: JSON file ``{name: {"mean", "std"}}`` (see
+            :func:`~lire_ray.rewards.save_norm_stats`) holding the frozen statistics the driver
+            chose. When it exists at construction its statistics are loaded (over
+            ``norm_stats``): Ray restarts an actor with its original arguments, so the file is
+            what lets a restarted actor keep statistics fitted after it first started.
+
+    Raises:
+        ModelLoadError: A reward model cannot be loaded.
+        DataError: ``norm_file`` exists but is malformed.
     """
 
     def __init__(self, configs: Sequence[RewardModelConfig],
-                 norm_stats: dict[str, NormStats] | None = None, device: str | None = None):
+                 norm_stats: dict[str, NormStats] | None = None, device: str | None = None,
+                 norm_file: str | None = None):
+        self.norm_file = norm_file
         self.rewards = RewardSet(configs, norm_stats=norm_stats, device=device or default_device())
+        if norm_file and os.path.isfile(norm_file):
+            self.rewards.norm_stats.update(load_norm_stats(norm_file))
 
     def score_rows(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
         """Replace each row's rewards with fresh scores of all its candidates."""
@@ -45,8 +60,31 @@ class RewardActor:
         """Scores of flat (prompt, response) pairs by every reward model."""
         return self.rewards.score(prompts, responses)
 
+    def score_raw(self, prompts: list[str], responses: list[str],
+                  names: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """Unnormalised scores of flat pairs by every model (or those in ``names``)."""
+        return self.rewards.score_raw(prompts, responses, names)
+
     def fit_normalisation(self, prompts: list[str], responses: list[str]) -> dict[str, NormStats]:
         return self.rewards.fit_normalisation(prompts, responses)
+
+    def reload_normalisation(self) -> dict[str, dict[str, float]]:
+        """Load ``norm_file`` again (the driver rewrote it) and return the statistics in use.
+
+        Returns:
+            The frozen statistics in manifest form, ``{name: {"mean", "std"}}``.
+
+        Raises:
+            DataError: The actor has no ``norm_file`` or the file is missing or malformed.
+        """
+        if not self.norm_file:
+            raise DataError("this reward actor was started without a norm_file")
+        self.rewards.norm_stats.update(load_norm_stats(self.norm_file))
+        return self.normalisation()
+
+    def normalisation(self) -> dict[str, dict[str, float]]:
+        """The frozen statistics in use, in manifest form ``{name: {"mean", "std"}}``."""
+        return stats_to_dict(self.rewards.norm_stats)
 
     def truncation_counts(self) -> dict[str, int]:
         return self.rewards.truncation_counts()

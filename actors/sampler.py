@@ -154,6 +154,18 @@ class SamplerActor:
         self.sampler.load_adapter(path, version)
         return self.sampler.policy_version
 
+    def sleep(self) -> None:
+        """Free the engine's device memory while the trainer runs (``sampler.sleep_level``).
+
+        Raises:
+            ConfigError: The backend or the device cannot sleep.
+        """
+        self.sampler.sleep(self._cfg.sleep_level)
+
+    def wake_up(self) -> None:
+        """Undo :meth:`sleep`; a no-op when awake."""
+        self.sampler.wake_up()
+
     def ping(self) -> dict:
         """Liveness probe: the served policy version, backend and process id."""
         return {"policy_version": self.sampler.policy_version, "backend": self._cfg.backend,

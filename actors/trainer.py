@@ -82,7 +82,8 @@ class TrainerGroup:
 
     def fit(self, dataset, *, num_prompts: int, init_model: str, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
-            stop_after_epoch: int | None = None) -> TrainResult:
+            stop_after_epoch: int | None = None, init_adapter: str | None = None
+            ) -> TrainResult:
         """Train on ``dataset`` for ``epochs`` epochs and write the policy to ``output_dir``.
 
         Args:
@@ -95,6 +96,8 @@ class TrainerGroup:
             policy_version: Version of the policy produced (names the Ray Train run).
             log_dir: TensorBoard / W&B directory; default ``<storage_path>/tensorboard/<run>``.
             stop_after_epoch: Stop after this epoch (checkpointed); a later call resumes.
+            init_adapter: With LoRA, an adapter on ``init_model`` to keep training (instead
+                of a fresh one).
 
         Returns:
             A :class:`TrainResult` with the output paths and the per-step metric history.
@@ -120,7 +123,8 @@ class TrainerGroup:
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
-                          stop_after_epoch=stop_after_epoch)
+                          stop_after_epoch=stop_after_epoch,
+                          init_adapter=str(init_adapter) if init_adapter else None)
         try:
             result = self._trainer(dataset, spec).fit()
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:

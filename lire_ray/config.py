@@ -77,12 +77,19 @@ class SamplerConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     max_model_len: int = Field(512, gt=0)
     batch_size: int = Field(16, gt=0, description="Prompts per sampler call.")
+    sleep_level: Literal[0, 1, 2] = Field(0, description="vLLM on a CUDA/ROCm GPU with "
+                                          "colocate placement: sleep while the trainer runs "
+                                          "(1: weights offloaded to host memory, 2: weights "
+                                          "dropped and reloaded from the new checkpoint); "
+                                          "0: never sleep.")
     rso: RSOConfig = Field(default_factory=RSOConfig)
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
         if self.diverse_beam_groups and self.backend != "hf":
             raise ValueError("diverse_beam_groups needs sampler.backend='hf'")
+        if self.sleep_level and self.backend != "vllm":
+            raise ValueError("sampler.sleep_level needs sampler.backend='vllm'")
         if self.rso.enabled and self.rso.num_samples < self.num_candidates:
             raise ValueError("sampler.rso.num_samples must be >= sampler.num_candidates")
         return self
@@ -142,7 +149,9 @@ class EvolveConfig(_Strict):
     steps: int = Field(2, ge=1, description="E: Evolve steps.")
     keep_human: bool = Field(True, description="Keep human-written candidates (sec. 4.7).")
     max_staleness: int = Field(0, ge=0, description="Policy versions a candidate may lag when "
-                               "sampling overlaps training; 0 = strict Algorithm 1.")
+                               "sampling overlaps training; 0 = strict Algorithm 1; >= 1 "
+                               "samples the next pool while the trainer runs (split placement; "
+                               "the lag is then at most 1).")
     train_reward: str | None = Field(None, description="Reward model trained on; default: the "
                                      "first in `rewards`.")
 
@@ -253,6 +262,12 @@ class Recipe(_Strict):
         unknown = [j for j in self.eval.judges if j not in names]
         if unknown:
             raise ValueError(f"eval.judges {unknown} are not reward models {names}")
+        if self.evolve.max_staleness > 0 and self.resources.placement != "split":
+            raise ValueError("evolve.max_staleness > 0 samples the next pool while the trainer "
+                             "runs, which needs resources.placement=split")
+        if self.sampler.sleep_level == 2 and self.model.lora.enabled:
+            raise ValueError("sampler.sleep_level=2 drops the base weights that LoRA adapters "
+                             "apply to; use sleep_level=1 with model.lora.enabled")
         if self.resources.trainer.use_gpu and self.resources.trainer.gpus_per_worker == 0:
             raise ValueError("resources.trainer.use_gpu needs gpus_per_worker > 0")
         return self

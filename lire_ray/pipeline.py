@@ -8,8 +8,12 @@ the samplers.
 
 Overlap: with ``resources.placement=split`` the trainer consumes scored groups from the Ray Data
 stream while later groups are still being sampled and scored (every candidate of D_e still comes
-from policy e-1, so this is strict Algorithm 1: ``max_staleness=0``). With ``colocate`` the
-phases alternate. Either way each scored batch is persisted as it passes, and the pool
+from policy e-1, so this is strict Algorithm 1: ``max_staleness=0``). With
+``evolve.max_staleness >= 1`` (split placement only) the samplers also sample D_{e+1} while
+D_e's training finishes (:mod:`lire_ray.lookahead`), so those candidates may come from policy
+e-1 instead of e. With ``colocate`` the phases alternate, and a vLLM sampler on a GPU can
+sleep while the trainer runs (``sampler.sleep_level``). Either way each scored batch is
+persisted as it passes, and the pool
 ``pools/e{k}`` is finalized (every prompt exactly once, manifest written, atomic rename) before
 stage k is recorded as complete.
 """
@@ -19,11 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.pool import HUMAN, PoolRow, read_pool, rows_to_table, table_to_rows
+from lire_ray.rewards import NORM_METADATA_KEY
 from lire_ray.rundir import COMPLETE_MARKER, RunDir
 
 log = logging.getLogger(__name__)
@@ -83,11 +89,18 @@ class Roles:
 
         ns, res = recipe.ray.namespace, recipe.resources
         self.namespace = ns
+        self.placement = res.placement
+        self.sleep_level = recipe.sampler.sleep_level
         self.state_file = Path(state_file) if state_file else None
         self.samplers = cluster.start_role(
             SamplerActor, "sampler", res.sampler, ns, policy_path, recipe.sampler, recipe.model,
             served_file=str(self.state_file) if self.state_file else None)
-        self.rewards = cluster.start_role(RewardActor, "reward", res.reward, ns, recipe.rewards)
+        # Frozen reward normalisation lives in a file, so a restarted reward actor keeps it.
+        self.norm_file = (self.state_file.parent / "reward_norm.json") if self.state_file \
+            else None
+        self.rewards = cluster.start_role(
+            RewardActor, "reward", res.reward, ns, recipe.rewards,
+            norm_file=str(self.norm_file) if self.norm_file else None)
         self.references = []
         if needs_reference:
             ref_path = recipe.model.reference or policy_path
@@ -96,6 +109,50 @@ class Roles:
                 max_prompt_tokens=recipe.model.max_prompt_tokens,
                 max_response_tokens=recipe.model.max_response_tokens,
                 dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+
+    def fit_normalisation(self, recipe: Recipe, rows: Sequence[PoolRow],
+                          max_prompts: int = 256) -> dict:
+        """Fit, freeze and load the z-score statistics of ``normalize: zscore`` reward models.
+
+        Statistics are fitted once per run, on the initial pool: the human-written candidates
+        and one sample of the initial policy for up to ``max_prompts`` prompts. They are written
+        to ``norm_file`` (a resumed run reuses them) and every reward actor loads them.
+
+        Returns:
+            ``{name: {"mean", "std"}}``, empty when no reward model is normalised.
+        """
+        import ray
+
+        from lire_ray.rewards import NormStats, load_norm_stats, save_norm_stats, stats_to_dict
+        from lire_ray.stream import call_role
+
+        names = [rm.name for rm in recipe.rewards if rm.normalize == "zscore"]
+        if not names or self.norm_file is None:
+            return {}
+        if not self.norm_file.is_file():
+            rows = list(rows)[:max_prompts]
+            sampled = call_role(self.samplers, "sampler", "sample", [r.prompt for r in rows],
+                                n=1, keys=[r.prompt_id for r in rows])
+            pairs = [(r.prompt, c.text) for r, cs in zip(rows, sampled) for c in cs]
+            pairs += [(r.prompt, text) for r in rows
+                      for text, src in zip(r.responses, r.sources) if src == HUMAN]
+            raw = call_role(self.rewards, "reward", "score_raw", [p for p, _ in pairs],
+                            [t for _, t in pairs], names)
+            save_norm_stats(self.norm_file, {n: NormStats.fit(raw[n]) for n in names})
+            log.info("reward normalisation fitted on %d candidates", len(pairs))
+        ray.get([a.reload_normalisation.remote() for a in self.rewards])
+        return stats_to_dict(load_norm_stats(self.norm_file))
+
+    def set_phase(self, phase: str) -> None:
+        """Tell the samplers which phase begins: ``"train"`` puts them to sleep and
+        ``"sample"`` wakes them, when the placement is ``colocate`` and ``sampler.sleep_level``
+        is set (vLLM on a GPU frees its memory for the trainer); otherwise nothing happens."""
+        import ray
+
+        if self.sleep_level == 0 or self.placement != "colocate":
+            return
+        method = "sleep" if phase == "train" else "wake_up"
+        ray.get([getattr(s, method).remote() for s in self.samplers])
 
     def names(self, role: str) -> list[str]:
         handles = {"sampler": self.samplers, "reward": self.rewards,
@@ -127,28 +184,58 @@ class Roles:
             cluster.stop_role(handles)
 
 
-def build_stream(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *, evolve_step: int,
-                 parts_dir: Path):
-    """The lazy Ray Data stream prompts -> sample -> score -> (reference) -> persisted parts."""
+def build_stream(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *,
+                 evolve_step: int | None = None, parts_dir: Path, sample: bool = True,
+                 score: bool = True):
+    """The lazy Ray Data stream prompts -> sample -> score -> (reference) -> persisted parts.
+
+    With ``sampler.rso.enabled`` the sample stage draws ``sampler.rso.num_samples`` candidates
+    per prompt and keeps K of them by RSO on the training reward (scored by the reward actors).
+
+    Args:
+        recipe: The recipe (sampler, evolve.keep_human, training reward).
+        roles: The role actors: a :class:`Roles`, or a :class:`lire_ray.stream.StageActors`
+            holding the roles the chosen stages call. The reference stage runs when
+            ``roles.references`` is not empty.
+        rows: The prompt rows, one per prompt (human-written candidates included).
+        evolve_step: Written to each sampled row's ``evolve_step``; needed when ``sample``.
+        parts_dir: Where every batch is persisted (see :class:`lire_ray.stream.PartWriter`).
+        sample: Replace the rows' policy candidates with new samples.
+        score: Score every candidate with every reward model.
+
+    Returns:
+        A lazy Ray Data dataset of the finished rows; iterating it writes the parts.
+
+    Raises:
+        ValueError: ``sample`` without ``evolve_step``.
+    """
     import ray.data
 
     from lire_ray.stream import PartWriter, RowStage, SampleStage
 
+    if sample and evolve_step is None:
+        raise ValueError("build_stream(sample=True) needs evolve_step")
     bs = recipe.sampler.batch_size
     ds = ray.data.from_arrow(rows_to_table(rows)).repartition(max(1, -(-len(rows) // bs)))
     common = {"batch_format": "pyarrow", "batch_size": bs, "num_cpus": 0.01}
     timing = str(parts_dir / ".timing")
-    n_s = len(roles.samplers)
-    ds = ds.map_batches(
-        SampleStage, fn_constructor_args=(roles.names("sampler"), roles.namespace),
-        fn_constructor_kwargs={"num_candidates": recipe.sampler.num_candidates,
-                               "keep_human": recipe.evolve.keep_human,
-                               "evolve_step": evolve_step, "timing_dir": timing},
-        concurrency=n_s, **common)
-    ds = ds.map_batches(RowStage, fn_constructor_args=(roles.names("reward"), roles.namespace),
-                        fn_constructor_kwargs={"role": "reward", "method": "score_rows",
-                                               "timing_dir": timing},
-                        concurrency=len(roles.rewards), **common)
+    if sample:
+        kwargs = {"num_candidates": recipe.sampler.num_candidates,
+                  "keep_human": recipe.evolve.keep_human, "evolve_step": evolve_step,
+                  "timing_dir": timing}
+        rso = recipe.sampler.rso
+        if rso.enabled:
+            kwargs.update(reward_actor_names=roles.names("reward"),
+                          train_reward=recipe.train_reward_name, rso_num_samples=rso.num_samples,
+                          rso_beta=rso.beta, seed=recipe.sampler.seed)
+        ds = ds.map_batches(
+            SampleStage, fn_constructor_args=(roles.names("sampler"), roles.namespace),
+            fn_constructor_kwargs=kwargs, concurrency=len(roles.samplers), **common)
+    if score:
+        ds = ds.map_batches(RowStage, fn_constructor_args=(roles.names("reward"), roles.namespace),
+                            fn_constructor_kwargs={"role": "reward", "method": "score_rows",
+                                                   "timing_dir": timing},
+                            concurrency=len(roles.rewards), **common)
     if roles.references:
         ds = ds.map_batches(RowStage,
                             fn_constructor_args=(roles.names("reference"), roles.namespace),
@@ -177,45 +264,101 @@ def check_complete(path: Path) -> None:
         raise ConfigError(f"checkpoint {path} has no {COMPLETE_MARKER} marker (interrupted save)")
 
 
+@dataclass(frozen=True)
+class PolicyInit:
+    """Where the next Evolve step's training starts.
+
+    Attributes:
+        model: Directory or hub id of a full model.
+        adapter: With LoRA and ``merge_on_save: false``, the previous step's adapter (on
+            ``model``, the initial policy) that training continues; None otherwise.
+    """
+
+    model: str
+    adapter: str | None = None
+
+
 def run_evolve_step(recipe: Recipe, rundir: RunDir, roles: Roles, trainer, rows, *, step: int,
-                    init_model: str) -> dict:
-    """One Evolve step: stream D_step through sampling/scoring into training; finalize the pool."""
+                    init: PolicyInit, ahead=None, norm: dict | None = None
+                    ) -> tuple[dict, object]:
+    """One Evolve step: D_step is sampled and scored (streamed into training with ``split``
+    placement, or taken from ``ahead`` when it was sampled while the previous step trained),
+    the policy trains on it, and the pool is finalized.
+
+    Args:
+        norm: Frozen reward normalisation in use, recorded in the pool's manifest.
+
+    Returns:
+        The step's record, and the :class:`~lire_ray.lookahead.Lookahead` already sampling
+        D_{step+1} (None unless ``evolve.max_staleness >= 1``).
+
+    Raises:
+        DataError: The pool lost or duplicated a prompt, or a candidate lags more policy
+            versions than ``evolve.max_staleness`` allows.
+        ActorFailure: A role actor or the trainer failed.
+    """
     import shutil
 
+    from lire_ray import lookahead
+    from lire_ray.errors import DataError
     from lire_ray.pool import read_pool_dataset
     from lire_ray.stream import busy_intervals, finalize_parts
 
     rundir.discard_incomplete(step)
     # A half-finished Ray Train run of this step trained on candidates that are discarded now.
     shutil.rmtree(Path(trainer.storage_path) / f"{trainer.name}-v{step}", ignore_errors=True)
-    parts = rundir.root / "pools" / f".e{step}.parts"
-    stream = build_stream(recipe, roles, rows, evolve_step=step, parts_dir=parts)
     expected = [r.prompt_id for r in rows]
     reward = recipe.train_reward_name
-    if recipe.resources.placement == "colocate":
-        for _ in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pass
-        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
-        train_ds = read_pool_dataset(rundir.pool_dir(step))
+    meta = {"evolve_step": step, **({NORM_METADATA_KEY: norm} if norm else {})}
+    streaming = ahead is None and recipe.resources.placement != "colocate"
+    if ahead is not None:
+        parts = ahead.result()
     else:
+        shutil.rmtree(lookahead.ahead_dir(rundir.root, step), ignore_errors=True)  # left by a crash
+        parts = rundir.root / "pools" / f".e{step}.parts"
+        shutil.rmtree(parts, ignore_errors=True)
+        stream = build_stream(recipe, roles, rows, evolve_step=step, parts_dir=parts)
+    if streaming:
         train_ds = stream
-    train_span = (time.time(), 0.0)
-    result = trainer.fit(train_ds, num_prompts=len(rows), init_model=init_model,
-                         output_dir=str(rundir.checkpoint_dir(step)), epochs=recipe.train.epochs,
-                         policy_version=step)
-    train_span = (train_span[0], time.time())
-    if recipe.resources.placement != "colocate":
-        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected)
+    else:
+        if ahead is None:
+            for _ in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
+                pass
+        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected, metadata=meta)
+        train_ds = read_pool_dataset(rundir.pool_dir(step))
+    # The samplers are idle from the moment D_step is fully persisted: sample D_{step+1} then.
+    nxt = lookahead.start(recipe, rundir.root, roles, rows, step=step + 1, wait_for=parts)
+    roles.set_phase("train")
+    t0 = time.time()
+    try:
+        result = trainer.fit(train_ds, num_prompts=len(rows), init_model=init.model,
+                             init_adapter=init.adapter,
+                             output_dir=str(rundir.checkpoint_dir(step)),
+                             epochs=recipe.train.epochs, policy_version=step)
+    except BaseException:
+        if nxt is not None:
+            nxt.cancel()
+        raise
+    train_span = (t0, time.time())
+    roles.set_phase("sample")
+    if streaming:
+        finalize_parts(parts, rundir.pool_dir(step), expected_ids=expected, metadata=meta)
     busy = busy_intervals(parts / ".timing")
+    ahead_busy = busy_intervals(nxt.parts_dir / ".timing") if nxt is not None else []
     shutil.rmtree(parts, ignore_errors=True)
     check_complete(rundir.checkpoint_dir(step))
     pool_rows = table_to_rows(read_pool(rundir.pool_dir(step)))
     stats = pool_stats(pool_rows, reward, step)
-    return {"step": step, **stats, "sample_s": sum(e - a for a, e in busy),
+    if stats["max_staleness_seen"] > recipe.evolve.max_staleness:
+        raise DataError(f"pool e{step} holds candidates {stats['max_staleness_seen']} policy "
+                        f"versions old; evolve.max_staleness is {recipe.evolve.max_staleness}",
+                        source=str(rundir.pool_dir(step)))
+    return {"step": step, **stats, "presampled": ahead is not None,
+            "sample_s": sum(e - a for a, e in busy),
             "train_s": train_span[1] - train_span[0],
-            "overlap_s": overlap_seconds(busy, train_span),
+            "overlap_s": overlap_seconds(busy + ahead_busy, train_span),
             "final_train_metrics": result.metrics, "checkpoint": result.checkpoint_dir,
-            "adapter": result.adapter_dir, "pool_rows": pool_rows}
+            "adapter": result.adapter_dir, "pool_rows": pool_rows}, nxt
 
 
 def evaluate_policy(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *,

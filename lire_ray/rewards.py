@@ -14,20 +14,29 @@ A reward model maps (prompt, response) pairs to one float each. Two kinds exist:
 
 Optional per-model normalisation (``zscore``) uses statistics fitted once (on the initial pool)
 and then frozen, so that rewards of different Evolve steps stay comparable; the statistics are
-recorded in the pool manifest.
+recorded in the pool manifest's metadata under :data:`NORM_METADATA_KEY` as
+``{name: {"mean": float, "std": float}}`` (:func:`stats_to_dict`, :func:`stats_from_dict`), and
+handed to reward actors as a JSON file of the same form (:func:`save_norm_stats`,
+:func:`load_norm_stats`), so an actor restarted by Ray loads the same frozen statistics.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lire_ray.config import RewardModelConfig
 from lire_ray.errors import DataError, ModelLoadError
 
 ScoreFn = Callable[[list[str], list[str]], Sequence[float]]
+
+#: Key of the frozen z-score statistics in a pool manifest's ``metadata``.
+NORM_METADATA_KEY = "reward_normalisation"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,87 @@ class NormStats:
 
     def apply(self, scores: Sequence[float]) -> list[float]:
         return [(s - self.mean) / self.std for s in scores]
+
+
+def stats_to_dict(stats: Mapping[str, NormStats]) -> dict[str, dict[str, float]]:
+    """The manifest form of normalisation statistics.
+
+    Args:
+        stats: Statistics by reward-model name.
+
+    Returns:
+        ``{name: {"mean": float, "std": float}}``, names sorted.
+    """
+    return {name: {"mean": float(stats[name].mean), "std": float(stats[name].std)}
+            for name in sorted(stats)}
+
+
+def stats_from_dict(data: object, source: str = "reward normalisation") -> dict[str, NormStats]:
+    """Statistics from their manifest form, checked.
+
+    Args:
+        data: ``{name: {"mean": number, "std": number}}``.
+        source: Where ``data`` came from, named in errors (a file or a manifest).
+
+    Returns:
+        :class:`NormStats` by reward-model name.
+
+    Raises:
+        DataError: ``data`` is not of that form, a value is not a finite number, or a standard
+            deviation is not positive (it would divide by zero or flip the ranking).
+    """
+    if not isinstance(data, Mapping):
+        raise DataError(f"expected {{name: {{mean, std}}}}, got {type(data).__name__}",
+                        source=source, field=NORM_METADATA_KEY)
+    out = {}
+    for name, entry in data.items():
+        where = f"{NORM_METADATA_KEY}.{name}"
+        if not isinstance(entry, Mapping) or set(entry) != {"mean", "std"}:
+            raise DataError("expected exactly the keys 'mean' and 'std'", source=source,
+                            field=where)
+        values = []
+        for key in ("mean", "std"):
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise DataError(f"'{key}' is {value!r}, not a finite number", source=source,
+                                field=where)
+            values.append(float(value))
+        if values[1] <= 0:
+            raise DataError(f"'std' is {values[1]}, must be positive", source=source, field=where)
+        out[str(name)] = NormStats(mean=values[0], std=values[1])
+    return out
+
+
+def save_norm_stats(path: str | os.PathLike, stats: Mapping[str, NormStats]) -> None:
+    """Write statistics to a JSON file atomically (a reader never sees half a file).
+
+    Args:
+        path: The file to (re)write.
+        stats: Statistics by reward-model name.
+    """
+    from lire_ray.rundir import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(stats_to_dict(stats), indent=2, allow_nan=False))
+
+
+def load_norm_stats(path: str | os.PathLike) -> dict[str, NormStats]:
+    """Read statistics written by :func:`save_norm_stats`.
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        :class:`NormStats` by reward-model name.
+
+    Raises:
+        DataError: The file is missing, not JSON, or not of the form ``{name: {mean, std}}``.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read normalisation statistics: {exc}", source=str(path)) from None
+    return stats_from_dict(data, source=str(path))
 
 
 def load_python_scorer(path: str) -> ScoreFn:
@@ -174,14 +264,26 @@ class RewardSet:
         """Inputs truncated so far, per HF reward model."""
         return {n: s.truncated for n, s in self.scorers.items() if isinstance(s, HFRewardModel)}
 
-    def score_raw(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
-        """Unnormalised scores of every model.
+    @property
+    def zscore_names(self) -> list[str]:
+        """The reward models configured with ``normalize: zscore``."""
+        return [cfg.name for cfg in self.configs if cfg.normalize == "zscore"]
+
+    def score_raw(self, prompts: list[str], responses: list[str],
+                  names: Sequence[str] | None = None) -> dict[str, list[float]]:
+        """Unnormalised scores of every model (or of the models in ``names``).
 
         Raises:
             DataError: A scorer returned the wrong number of scores or a non-finite score.
+            KeyError: ``names`` holds a name that is not a configured reward model.
         """
+        chosen = self.names if names is None else list(names)
+        unknown = [n for n in chosen if n not in self.scorers]
+        if unknown:
+            raise KeyError(f"unknown reward model(s) {unknown}; configured: {self.names}")
         out = {}
-        for name, scorer in self.scorers.items():
+        for name in chosen:
+            scorer = self.scorers[name]
             scores = [float(s) for s in scorer(list(prompts), list(responses))]
             if len(scores) != len(responses):
                 raise DataError(f"returned {len(scores)} scores for {len(responses)} responses",
@@ -200,9 +302,16 @@ class RewardSet:
                 for n, s in raw.items()}
 
     def fit_normalisation(self, prompts: list[str], responses: list[str]) -> dict[str, NormStats]:
-        """Fit and freeze z-score statistics for models configured with ``normalize: zscore``."""
-        raw = self.score_raw(prompts, responses)
-        for cfg in self.configs:
-            if cfg.normalize == "zscore":
-                self.norm_stats[cfg.name] = NormStats.fit(raw[cfg.name])
+        """Fit and freeze z-score statistics for models configured with ``normalize: zscore``.
+
+        Args:
+            prompts: The prompt of each response.
+            responses: The responses whose raw scores define the statistics.
+
+        Returns:
+            Every frozen statistic by reward-model name (earlier ones included).
+        """
+        raw = self.score_raw(prompts, responses, self.zscore_names)
+        for name, scores in raw.items():
+            self.norm_stats[name] = NormStats.fit(scores)
         return dict(self.norm_stats)

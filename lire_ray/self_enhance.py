@@ -58,10 +58,6 @@ def run(recipe: Recipe) -> Path:
     ns = f"{recipe.ray.namespace}-{hashlib.sha1(str(rundir.root).encode()).hexdigest()[:8]}"
     recipe = recipe.model_copy(update={"ray": recipe.ray.model_copy(update={"namespace": ns})})
     loss = build_loss(recipe.loss.name, recipe.loss.params)
-    if recipe.evolve.max_staleness > 0:
-        raise ConfigError("evolve.max_staleness > 0 (sampling ahead of training) is not "
-                          "implemented; use 0 (strict Algorithm 1, with split placement "
-                          "still streaming each step's pool into training)")
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
     train_rows = pipeline.load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
@@ -80,52 +76,63 @@ def run(recipe: Recipe) -> Path:
              handle.dashboard_url or "n/a")
     roles = pipeline.Roles(recipe, policy, needs_reference=loss.needs_reference,
                            state_file=rundir.root / "served_policy.json")
+    ahead = None  # the next step's pool, when it is being sampled ahead of training
     try:
         trainer = TrainerGroup(recipe, storage_path=str(rundir.root / "ray_train"), name="policy")
         state = rundir.load_state()
+        # Fitted (once per run) before anything is scored, so every score uses the same scale.
+        norm = roles.fit_normalisation(recipe, train_rows)
         before = (_cached_eval(rundir, "before", lambda: pipeline.evaluate_policy(
             recipe, roles, eval_rows, temperature=0.0)) if eval_rows else None)
-        current = policy
+        current = pipeline.PolicyInit(policy)
         if state.completed:
             last = state.completed[-1]
-            current = _push(recipe, roles, rundir.checkpoint_dir(last), last)
+            current = _push(roles, rundir.checkpoint_dir(last), last, base=policy)
             log.info("resuming after Evolve step %d", last)
-        steps = []
         for step in range(len(state.completed) + 1, recipe.evolve.steps + 1):
-            log.info("Evolve step %d/%d: sampling with policy v%d", step, recipe.evolve.steps,
-                     step - 1)
-            out = pipeline.run_evolve_step(recipe, rundir, roles, trainer, train_rows,
-                                           step=step, init_model=current)
+            log.info("Evolve step %d/%d: %s", step, recipe.evolve.steps,
+                     "training on the pool sampled ahead" if ahead else
+                     f"sampling with policy v{step - 1}")
+            out, ahead = pipeline.run_evolve_step(recipe, rundir, roles, trainer, train_rows,
+                                                  step=step, init=current, ahead=ahead,
+                                                  norm=norm)
             out.pop("pool_rows")
             rundir.mark_complete(state, step)
             rundir.append_metrics({"event": "evolve_step", **_jsonable(out)})
             telemetry.export_step({**out, "pool_candidates": out["candidates"],
                                    "tokens_per_s": out["final_train_metrics"].get("tokens_per_s")},
                                   run=rundir.root.name)
-            current = _push(recipe, roles, rundir.checkpoint_dir(step), step)
-            steps.append(out)
+            current = _push(roles, rundir.checkpoint_dir(step), step, base=policy)
             log.info("Evolve step %d done: policy reward %.4f, overlap %.1f s", step,
                      out["policy_reward_mean"], out["overlap_s"])
         after = (_cached_eval(rundir, "after", lambda: pipeline.evaluate_policy(
             recipe, roles, eval_rows, temperature=0.0)) if eval_rows else None)
         report = _write(recipe, rundir, before, after, time.time() - t0)
     finally:
+        if ahead is not None:
+            ahead.cancel()
         roles.stop()
         cluster.disconnect(handle)
     return report
 
 
-def _push(recipe: Recipe, roles: pipeline.Roles, ckpt: Path, version: int) -> str:
-    """Serve checkpoint ``version`` on the samplers; return what the trainer starts from next."""
+def _push(roles: pipeline.Roles, ckpt: Path, version: int, *, base: str) -> pipeline.PolicyInit:
+    """Serve checkpoint ``version`` on the samplers; return where the next training starts.
+
+    A full checkpoint (no LoRA, or LoRA merged on save) is served and trained from as is. An
+    adapter-only checkpoint is served as a LoRA request on the initial policy ``base``, and the
+    next step keeps training that adapter on ``base``, so every adapter applies to the same
+    base model the samplers hold.
+    """
     from lire_ray.training.checkpoint import INFO_FILE
 
     info = json.loads((ckpt / INFO_FILE).read_text(encoding="utf-8"))
     adapter = info.get("adapter_dir")
     if adapter and not info.get("full_model"):
         roles.push_weights(str(ckpt / adapter), version, adapter=True)
-    else:
-        roles.push_weights(str(ckpt), version, adapter=False)
-    return str(ckpt)
+        return pipeline.PolicyInit(base, str(ckpt / adapter))
+    roles.push_weights(str(ckpt), version, adapter=False)
+    return pipeline.PolicyInit(str(ckpt))
 
 
 def _jsonable(d: dict) -> dict:

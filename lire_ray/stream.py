@@ -7,6 +7,12 @@ actor pool, is what lets the driver push new weights to the samplers between Evo
 lets the dashboard show each role by name. Batches cross actor boundaries as lists of frozen
 :class:`~lire_ray.pool.PoolRow` messages.
 
+With statistical rejection sampling enabled (``sampler.rso``, paper sec. 4.7),
+:class:`SampleStage` draws N candidates per prompt, scores them with the training reward model
+through the reward actors and keeps K of them (human-written ones included) with
+:func:`select_candidates`, whose random choices are seeded per prompt
+(:func:`rso_seed`), so a retried batch keeps the same subset.
+
 A role actor that dies is restarted by Ray (``max_restarts``) and the call is retried
 (``max_task_retries``); if retries run out, the stage raises
 :class:`~lire_ray.errors.ActorFailure` naming the role and carrying the cause.
@@ -26,14 +32,18 @@ import random
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lire_ray.errors import ActorFailure, DataError
 from lire_ray.pool import HUMAN, PoolRow, rows_to_table, table_to_rows, write_pool
+
+if TYPE_CHECKING:
+    from lire_ray.config import Recipe
 
 
 def call_role(actors: Sequence, role: str, method: str, *args, **kwargs):
@@ -98,6 +108,68 @@ def merge_candidates(row: PoolRow, texts: Sequence[str], versions: Sequence[int]
         rewards={}, ref_logps=None, preferred=preferred, evolve_step=evolve_step)
 
 
+def rso_seed(seed: int, policy_version: int, prompt_id: str) -> int:
+    """The RSO selection seed of one prompt: a function of what identifies its candidates.
+
+    The sampler seeds a batch from ``sampler.seed``, the policy version and the prompt ids, so
+    a retried batch gets the same candidates; seeding the selection from the same three keeps
+    the same subset of them, whichever replica or retry runs it.
+
+    Args:
+        seed: ``sampler.seed``.
+        policy_version: The version of the policy that sampled the candidates.
+        prompt_id: The prompt's id.
+
+    Returns:
+        A 64-bit seed for :func:`~lire_ray.sampling.rso.rso_select`.
+    """
+    digest = hashlib.sha256(f"rso\0{seed}\0{policy_version}\0{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def select_candidates(row: PoolRow, texts: Sequence[str], versions: Sequence[int],
+                      rewards: Sequence[float], *, num_candidates: int, keep_human: bool,
+                      evolve_step: int, beta: float, seed: int) -> PoolRow:
+    """Keep K - h of N sampled candidates by RSO and merge them into the row (paper sec. 4.7).
+
+    h is the number of human-written candidates the row keeps (0 unless ``keep_human``); at
+    least one policy candidate is kept, as without RSO. The kept candidates stay in their
+    sampling order.
+
+    Args:
+        row: The prompt row (its human-written candidates are kept when ``keep_human``).
+        texts: The N sampled responses.
+        versions: The policy version of each sampled response.
+        rewards: The training reward of each sampled response.
+        num_candidates: K, candidates per prompt in the pool (human ones included).
+        keep_human: Keep human-written candidates.
+        evolve_step: Written to the row's ``evolve_step``.
+        beta: RSO's beta (> 0).
+        seed: ``sampler.seed``; the selection seed is :func:`rso_seed` of it, the candidates'
+            policy version and the prompt id.
+
+    Returns:
+        The row with the kept candidates (rewards and reference log-probs cleared, as
+        :func:`merge_candidates` does).
+
+    Raises:
+        DataError: ``texts``, ``versions`` and ``rewards`` differ in length, or a reward is not
+            finite.
+        ConfigError: ``beta`` is not a positive finite number.
+    """
+    from lire_ray.sampling.rso import rso_select
+
+    if not len(texts) == len(versions) == len(rewards):
+        raise DataError(f"{len(texts)} candidates, {len(versions)} versions and "
+                        f"{len(rewards)} rewards", source=f"prompt {row.prompt_id!r}")
+    humans = sum(s == HUMAN for s in row.sources) if keep_human else 0
+    keep = min(max(num_candidates - humans, 1), len(texts))
+    version = max(versions, default=-1)
+    kept = sorted(rso_select(rewards, keep, beta, rng=rso_seed(seed, version, row.prompt_id)))
+    return merge_candidates(row, [texts[i] for i in kept], [versions[i] for i in kept],
+                            keep_human=keep_human, evolve_step=evolve_step)
+
+
 class SampleStage:
     """Ray Data UDF: draws policy candidates for a batch of prompt rows.
 
@@ -107,28 +179,62 @@ class SampleStage:
         num_candidates: K, the pool's candidates per prompt (human ones included).
         keep_human: Keep human-written candidates in the pool.
         evolve_step: Written to each row's ``evolve_step``.
+        timing_dir: Where busy intervals are recorded (see :func:`record_busy`), or None.
+        reward_actor_names: Named reward actors that score candidates for RSO; None (the
+            default) turns RSO off: the stage draws K - h candidates per prompt and keeps them.
+        train_reward: With RSO, the reward model whose scores drive the selection.
+        rso_num_samples: With RSO, N: candidates drawn per prompt before selection.
+        rso_beta: With RSO, its beta.
+        seed: ``sampler.seed``, from which each prompt's selection seed is derived.
     """
 
     def __init__(self, actor_names: Sequence[str], namespace: str | None, *, num_candidates: int,
-                 keep_human: bool, evolve_step: int, timing_dir: str | None = None):
+                 keep_human: bool, evolve_step: int, timing_dir: str | None = None,
+                 reward_actor_names: Sequence[str] | None = None, train_reward: str | None = None,
+                 rso_num_samples: int | None = None, rso_beta: float = 0.5, seed: int = 0):
         self.actors = _actors(actor_names, namespace)
         self.timing_dir = timing_dir
         self.k = num_candidates
         self.keep_human = keep_human
         self.evolve_step = evolve_step
+        self.rso = reward_actor_names is not None
+        if self.rso and (not reward_actor_names or not train_reward or not rso_num_samples):
+            raise ValueError("RSO needs reward actors, a training reward and num_samples")
+        self.reward_actors = _actors(reward_actor_names, namespace) if self.rso else []
+        self.train_reward = train_reward
+        self.rso_num_samples = rso_num_samples
+        self.rso_beta = rso_beta
+        self.seed = seed
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         start = time.time()
         rows = table_to_rows(batch)
         humans = [sum(s == HUMAN for s in r.sources) if self.keep_human else 0 for r in rows]
-        need = max(max(self.k - h, 1) for h in humans) if rows else 0
+        if self.rso:
+            need = self.rso_num_samples if rows else 0
+        else:
+            need = max(max(self.k - h, 1) for h in humans) if rows else 0
         cands = call_role(self.actors, "sampler", "sample", [r.prompt for r in rows], n=need,
                           keys=[r.prompt_id for r in rows])
         out = []
-        for row, h, cs in zip(rows, humans, cands):
-            cs = list(cs)[:max(self.k - h, 1)]
-            out.append(merge_candidates(row, [c.text for c in cs], [c.policy_version for c in cs],
-                                        keep_human=self.keep_human, evolve_step=self.evolve_step))
+        if self.rso:
+            flat = call_role(self.reward_actors, "reward", "score",
+                             [r.prompt for r, cs in zip(rows, cands) for _ in cs],
+                             [c.text for cs in cands for c in cs])
+            scores, at = flat[self.train_reward], 0
+            for row, cs in zip(rows, cands):
+                out.append(select_candidates(
+                    row, [c.text for c in cs], [c.policy_version for c in cs],
+                    scores[at:at + len(cs)], num_candidates=self.k, keep_human=self.keep_human,
+                    evolve_step=self.evolve_step, beta=self.rso_beta, seed=self.seed))
+                at += len(cs)
+        else:
+            for row, h, cs in zip(rows, humans, cands):
+                cs = list(cs)[:max(self.k - h, 1)]
+                out.append(merge_candidates(row, [c.text for c in cs],
+                                            [c.policy_version for c in cs],
+                                            keep_human=self.keep_human,
+                                            evolve_step=self.evolve_step))
         record_busy(self.timing_dir, "sampler", start)
         return rows_to_table(out)
 
@@ -173,11 +279,22 @@ class PartWriter:
 
 
 def finalize_parts(parts_dir: str | Path, out_dir: str | Path, *, expected_ids: Sequence[str],
-                   metadata: dict | None = None) -> dict:
+                   metadata: dict | None = None, overwrite: bool = False) -> dict:
     """Turn persisted parts into a verified pool; return its manifest.
 
+    Args:
+        parts_dir: The directory :class:`PartWriter` wrote to.
+        out_dir: The pool directory to create.
+        expected_ids: Every prompt id the pool must hold, once each.
+        metadata: JSON metadata stored in the pool's manifest.
+        overwrite: Replace an existing pool at ``out_dir``.
+
+    Returns:
+        The new pool's manifest.
+
     Raises:
-        DataError: A prompt is missing or present twice (names the first few ids).
+        DataError: A prompt is missing or present twice (names the first few ids), or
+            ``out_dir`` exists and ``overwrite`` is false.
     """
     parts_dir = Path(parts_dir)
     tables = [pq.read_table(p) for p in sorted(parts_dir.glob("part-*.parquet"))]
@@ -190,5 +307,142 @@ def finalize_parts(parts_dir: str | Path, out_dir: str | Path, *, expected_ids: 
     if dupes or missing:
         raise DataError(f"pool parts are inconsistent: {len(dupes)} duplicated prompt(s) "
                         f"{dupes[:3]}, {len(missing)} missing {missing[:3]}", source=str(parts_dir))
-    manifest = write_pool(table, out_dir, metadata=metadata)
+    manifest = write_pool(table, out_dir, metadata=metadata, overwrite=overwrite)
     return manifest
+
+
+@dataclass
+class StageActors:
+    """The named role actors a candidate stream calls, by role.
+
+    It has what :func:`lire_ray.pipeline.build_stream` reads of a
+    :class:`lire_ray.pipeline.Roles` (``namespace``, the handle lists and :meth:`names`), for
+    jobs that start only some roles (sampling without scoring, scoring without sampling).
+
+    Attributes:
+        namespace: The actors' Ray namespace.
+        samplers: Sampler actor handles (named ``sampler-0``, ...).
+        rewards: Reward actor handles (``reward-0``, ...).
+        references: Reference actor handles (``reference-0``, ...).
+    """
+
+    namespace: str
+    samplers: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    references: list = field(default_factory=list)
+
+    def names(self, role: str) -> list[str]:
+        """The actor names of ``role`` ("sampler", "reward" or "reference")."""
+        handles = {"sampler": self.samplers, "reward": self.rewards,
+                   "reference": self.references}[role]
+        return [f"{role}-{i}" for i in range(len(handles))]
+
+    def stop(self) -> None:
+        """Kill every actor (no restart)."""
+        from lire_ray import cluster
+
+        for handles in (self.samplers, self.rewards, self.references):
+            cluster.stop_role(handles)
+
+
+def start_stage_actors(recipe: Recipe, *, policy_path: str | None = None, rewards: bool = False,
+                       reference_path: str | None = None,
+                       norm_file: str | Path | None = None) -> StageActors:
+    """Start the named role actors a job's stream needs, with resources from the recipe.
+
+    The arguments each role gets are those :class:`lire_ray.pipeline.Roles` gives it. If a
+    role fails to start, the roles already started are stopped before the error propagates.
+
+    Args:
+        recipe: The recipe (``resources``, ``ray.namespace``, ``sampler``, ``model``,
+            ``rewards``).
+        policy_path: Start the samplers serving this policy (as version 0); None: no samplers.
+        rewards: Start the reward actors.
+        reference_path: Start the reference actors on this model; None: no reference.
+        norm_file: Frozen z-score statistics file for the reward actors
+            (see :class:`actors.reward.RewardActor`).
+
+    Returns:
+        The started actors.
+
+    Raises:
+        ActorFailure: An actor failed in its constructor.
+        ConfigError: The cluster can never provide a role's resources.
+    """
+    from actors.reference import ReferenceActor
+    from actors.reward import RewardActor
+    from actors.sampler import SamplerActor
+    from lire_ray import cluster
+
+    res, ns = recipe.resources, recipe.ray.namespace
+    actors = StageActors(namespace=ns)
+    try:
+        if policy_path is not None:
+            actors.samplers = cluster.start_role(SamplerActor, "sampler", res.sampler, ns,
+                                                 policy_path, recipe.sampler, recipe.model)
+        if rewards:
+            actors.rewards = cluster.start_role(
+                RewardActor, "reward", res.reward, ns, recipe.rewards,
+                norm_file=str(norm_file) if norm_file else None)
+        if reference_path is not None:
+            actors.references = cluster.start_role(
+                ReferenceActor, "reference", res.reference, ns, reference_path,
+                max_prompt_tokens=recipe.model.max_prompt_tokens,
+                max_response_tokens=recipe.model.max_response_tokens,
+                dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+    except BaseException:
+        actors.stop()
+        raise
+    return actors
+
+
+def pool_output_dir(run_dir: str | Path, output: str, *, overwrite: bool) -> Path:
+    """A job's output pool path, checked before anything is written.
+
+    Args:
+        run_dir: ``run.dir``; the pool must lie under it.
+        output: The pool directory relative to ``run_dir``.
+        overwrite: Whether an existing pool there may be replaced.
+
+    Returns:
+        The absolute pool path.
+
+    Raises:
+        RunDirError: The path escapes ``run_dir`` (absolute, or ``..``) or is ``run_dir``
+            itself.
+        DataError: Something is already there and may not be replaced (a pool without
+            ``overwrite``; anything that is not a pool or an empty directory, always).
+    """
+    from lire_ray.errors import RunDirError
+    from lire_ray.pool import check_pool_target
+    from lire_ray.rundir import confine
+
+    base = Path(run_dir).resolve()
+    out = confine(base, output)
+    if out == base:
+        raise RunDirError(f"output= must name a directory under run.dir {base}, not run.dir")
+    return check_pool_target(out, overwrite)
+
+
+def source_metadata(source: str) -> dict:
+    """The manifest metadata of an input pool directory; empty for a ``builtin:`` prompt set.
+
+    Raises:
+        PoolIntegrityError: The directory holds no readable manifest.
+    """
+    from lire_ray.pool import read_manifest
+
+    if source.startswith("builtin:"):
+        return {}
+    return dict(read_manifest(source).get("metadata") or {})
+
+
+def job_namespace(recipe: Recipe, job: str, out: Path) -> Recipe:
+    """The recipe with a Ray namespace of the job's own output.
+
+    The role actors are named ``sampler-0``, ``reward-0``, ...; two jobs sharing a cluster
+    must not find each other's actors under those names.
+    """
+    digest = hashlib.sha1(f"{job}:{Path(out).resolve()}".encode()).hexdigest()[:8]
+    ns = f"{recipe.ray.namespace}-{job}-{digest}"
+    return recipe.model_copy(update={"ray": recipe.ray.model_copy(update={"namespace": ns})})

@@ -79,6 +79,17 @@ def test_cross_field_checks():
         load_recipe(None, ["sampler.diverse_beam_groups=2", "sampler.backend=vllm"])
     with pytest.raises(ConfigError, match="unique"):
         load_recipe(None, ["rewards.1.name=vader"])
+    # tiny.yaml is colocated: sampling ahead needs the trainer on other devices.
+    with pytest.raises(ConfigError, match="placement=split"):
+        load_recipe(None, ["evolve.max_staleness=1"])
+    assert load_recipe(None, ["evolve.max_staleness=1", "resources.placement=split"]) \
+        .evolve.max_staleness == 1
+    with pytest.raises(ConfigError, match="sleep_level needs sampler.backend='vllm'"):
+        load_recipe(None, ["sampler.sleep_level=1", "sampler.backend=hf"])
+    with pytest.raises(ConfigError, match="sleep_level=2 drops the base weights"):
+        load_recipe(None, ["sampler.sleep_level=2", "model.lora.enabled=true"])
+    with pytest.raises(ConfigError, match="sampler.sleep_level"):
+        load_recipe(None, ["sampler.sleep_level=3"])
 
 
 def test_override_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,7 +12,16 @@ from lire_ray.config import RewardModelConfig
 from lire_ray.errors import DataError, ModelLoadError
 from lire_ray.models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.pool import PoolRow
-from lire_ray.rewards import NormStats, RewardSet, format_reward_input
+from lire_ray.rewards import (
+    NORM_METADATA_KEY,
+    NormStats,
+    RewardSet,
+    format_reward_input,
+    load_norm_stats,
+    save_norm_stats,
+    stats_from_dict,
+    stats_to_dict,
+)
 
 
 def length_reward(prompts, responses):
@@ -113,3 +123,89 @@ def test_reward_actor_scores_rows_as_plain_object():
     out = actor.score_rows(rows)
     assert [r.rewards["len"] for r in out] == [(1.0, 2.0), (3.0,)]
     assert actor.ping() == "reward"
+
+
+def _len_configs(normalize="zscore"):
+    return [RewardModelConfig(name="len", kind="python", path=f"{__name__}:length_reward",
+                              normalize=normalize),
+            RewardModelConfig(name="len2", kind="python", path=f"{__name__}:length_reward")]
+
+
+def test_fit_normalisation_fits_only_zscore_models():
+    rs = RewardSet(_len_configs())
+    stats = rs.fit_normalisation(["p"] * 2, ["a", "bbb"])
+    assert set(stats) == {"len"} and stats["len"] == NormStats(mean=2.0, std=1.0)
+    scores = rs.score(["p"], ["aaaa"])
+    assert scores == {"len": [2.0], "len2": [4.0]}
+    assert rs.score_raw(["p"], ["aaaa"], ["len"]) == {"len": [4.0]}
+    with pytest.raises(KeyError, match="nope"):
+        rs.score_raw(["p"], ["a"], ["nope"])
+
+
+def test_norm_stats_file_round_trip(tmp_path):
+    stats = {"b": NormStats(mean=-0.25, std=3.5), "a": NormStats(mean=1e-9, std=1e9)}
+    path = tmp_path / "sub" / "norm.json"
+    save_norm_stats(path, stats)
+    assert load_norm_stats(path) == stats
+    # The file holds the manifest form, and nothing else is left beside it.
+    assert json.loads(path.read_text()) == {"a": {"mean": 1e-9, "std": 1e9},
+                                            "b": {"mean": -0.25, "std": 3.5}}
+    assert [p.name for p in path.parent.iterdir()] == ["norm.json"]
+    save_norm_stats(path, {"a": NormStats(mean=0.0, std=2.0)})  # rewritten in place
+    assert load_norm_stats(path) == {"a": NormStats(mean=0.0, std=2.0)}
+
+
+def test_norm_stats_dict_form_and_its_checks(tmp_path):
+    stats = {"rm": NormStats.fit([1.0, 2.0, 6.0])}
+    as_dict = stats_to_dict(stats)
+    assert as_dict == {"rm": {"mean": 3.0, "std": pytest.approx(math.sqrt(14 / 3))}}
+    assert stats_from_dict(as_dict) == stats
+    assert stats_from_dict({"rm": {"mean": 1, "std": 2}}) == {"rm": NormStats(1.0, 2.0)}
+    for bad, needle in [([1, 2], "expected"), ({"rm": {"mean": 1.0}}, "'mean' and 'std'"),
+                        ({"rm": {"mean": 1.0, "std": 0.0}}, "must be positive"),
+                        ({"rm": {"mean": float("nan"), "std": 1.0}}, "not a finite number"),
+                        ({"rm": {"mean": "1", "std": 1.0}}, "not a finite number"),
+                        ({"rm": {"mean": True, "std": 1.0}}, "not a finite number")]:
+        with pytest.raises(DataError, match=needle):
+            stats_from_dict(bad, source="pool/manifest.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(DataError, match="broken.json"):
+        load_norm_stats(tmp_path / "broken.json")
+    with pytest.raises(DataError, match="missing.json"):
+        load_norm_stats(tmp_path / "missing.json")
+
+
+def test_norm_stats_survive_a_pool_manifest(tmp_path):
+    from lire_ray.pool import read_manifest, write_pool
+
+    stats = {"rm": NormStats(mean=0.125, std=0.75)}
+    rows = [PoolRow(prompt_id="a", prompt="p", responses=["x"], sources=["human"],
+                    policy_version=[-1])]
+    write_pool(rows, tmp_path / "pool", metadata={NORM_METADATA_KEY: stats_to_dict(stats)})
+    meta = read_manifest(tmp_path / "pool")["metadata"]
+    assert stats_from_dict(meta[NORM_METADATA_KEY]) == stats
+
+
+def test_reward_actor_loads_its_norm_file(tmp_path):
+    from actors.reward import RewardActor
+
+    norm = tmp_path / "norm.json"
+    save_norm_stats(norm, {"len": NormStats(mean=1.0, std=2.0)})
+    # A restarted actor gets its original arguments: the file wins over norm_stats.
+    actor = RewardActor(_len_configs(), norm_stats={"len": NormStats(mean=0.0, std=1.0)},
+                        norm_file=str(norm))
+    assert actor.score(["p"], ["abcde"]) == {"len": [2.0], "len2": [5.0]}
+    assert actor.score_raw(["p"], ["abcde"]) == {"len": [5.0], "len2": [5.0]}
+    assert actor.normalisation() == {"len": {"mean": 1.0, "std": 2.0}}
+    save_norm_stats(norm, {"len": NormStats(mean=5.0, std=0.5)})
+    assert actor.reload_normalisation() == {"len": {"mean": 5.0, "std": 0.5}}
+    assert actor.score_rows([PoolRow(prompt_id="a", prompt="p", responses=["abcdef"],
+                                     sources=["human"], policy_version=[-1])])[0].rewards == \
+        {"len": (2.0,), "len2": (6.0,)}
+
+    later = RewardActor(_len_configs(), norm_file=str(tmp_path / "not-yet.json"))
+    assert later.normalisation() == {} and later.score(["p"], ["ab"])["len"] == [2.0]
+    with pytest.raises(DataError, match="not-yet.json"):
+        later.reload_normalisation()
+    with pytest.raises(DataError, match="without a norm_file"):
+        RewardActor(_len_configs()).reload_normalisation()

@@ -197,3 +197,17 @@ def test_bad_inputs_fail_fast(env, tmp_path):
     with pytest.raises(ConfigError, match="temperature"):
         actor.sampler.generate(PROMPTS, n=1, temperature=-1.0)
     assert actor.sampler.policy_version == before
+
+
+def test_sleep_is_refused_where_vllm_cannot_sleep(env):
+    """vLLM sleeps only on CUDA/ROCm: on this CPU build the setting fails before an engine
+    starts, and an engine built without it refuses to sleep instead of pretending to."""
+    actor, paths = env
+    cfg = SamplerConfig(backend="vllm", sleep_level=1, gpu_memory_utilization=0.25,
+                        max_model_len=256)
+    with pytest.raises(ConfigError, match="CUDA or ROCm GPU"):
+        SamplerActor(paths["base"], cfg, ModelConfig(dtype="float32"))
+    with pytest.raises(ConfigError, match="built without sleep mode"):
+        actor.sampler.sleep(1)
+    actor.wake_up()  # awake already: nothing to undo
+    assert actor.sampler.generate(PROMPTS[:1], n=1, temperature=0.0)[0][0].text is not None

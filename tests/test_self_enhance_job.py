@@ -3,34 +3,50 @@
 Two raylets run here, each with a custom resource; the recipe pins the sampler to one node and
 the trainer to the other, so the candidate pool really crosses nodes. The recipe is the
 embedded default, so this also checks the product claim: the held-out reward judged by a reward
-model the policy was not trained on goes up.
+model the policy was not trained on goes up. It samples ahead (``evolve.max_staleness=1``): the
+second pool is sampled while the first step trains, so its candidates lag one policy version.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from _selfenhance import BIN, ROOT, check_pools, job_env, ray_cli
+
+from lire_ray.pool import read_pool, table_to_rows
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def two_node_cluster(tmp_path_factory):
-    """A head node (resource node_a) and a worker node (node_b) on this machine."""
+    """A head node (resource node_a) and a worker node (node_b) on this machine.
+
+    The cluster uses token authentication with its own token file: Ray turns token auth on for
+    ``ray start --head`` whenever ``~/.ray/auth_token`` exists (any earlier local ``ray.init``
+    writes one), but not for the joining node, which is then refused; naming the mode and the
+    token explicitly gives every process, driver included, the same settings.
+    """
+    import secrets
+
     temp = tmp_path_factory.mktemp("ray")
-    env = job_env()
-    head = ray_cli("start", "--head", "--num-cpus=3", "--resources", '{"node_a": 1}',
-                "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                f"--temp-dir={temp}", "--port=6391", env=env)
-    assert head.returncode == 0, head.stderr
-    worker = ray_cli("start", "--address=127.0.0.1:6391", "--num-cpus=3", "--resources",
-                  '{"node_b": 1}', env=env)
-    assert worker.returncode == 0, worker.stderr
-    yield {"address": "127.0.0.1:6391", "dashboard": "http://127.0.0.1:8265", "env": env}
-    ray_cli("stop", "--force", env=env, check=False)
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = job_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    try:
+        head = ray_cli("start", "--head", "--num-cpus=3", "--resources", '{"node_a": 1}',
+                       "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                       f"--temp-dir={temp}", "--port=6391", env=env, check=False)
+        assert head.returncode == 0, head.stderr[-3000:]
+        worker = ray_cli("start", "--address=127.0.0.1:6391", "--num-cpus=3", "--resources",
+                         '{"node_b": 1}', env=env, check=False)
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        yield {"address": "127.0.0.1:6391", "dashboard": "http://127.0.0.1:8265", "env": env}
+    finally:
+        ray_cli("stop", "--force", env=env, check=False)
 
 
 def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_path):
@@ -39,7 +55,7 @@ def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_p
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
            "--working-dir", str(ROOT), "--", "python", "jobs/self_enhance.py",
            f"run.dir={run}", f"run.cache_dir={tmp_path / 'cache'}",
-           "resources.placement=split",
+           "resources.placement=split", "evolve.max_staleness=1",
            "resources.sampler.resources={node_a: 0.5}",
            "resources.reward.resources={node_a: 0.2}",
            "resources.trainer.resources_per_worker={node_b: 0.5}"]
@@ -52,21 +68,34 @@ def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_p
     judge = metrics["heldout/afinn"]
     assert judge["after"]["mean"] > judge["before"]["mean"], judge
     assert (run / "report.md").is_file() and (run / "plots" / "reward_afinn.png").is_file()
-    check_pools(run, steps=2, num_prompts=64)
+    check_pools(run, steps=2, num_prompts=64, max_staleness=1)
     # Sampling streamed into training: some sampling happened while the trainer ran.
     assert any(s["overlap_s"] > 0 for s in metrics["stages"]), metrics["stages"]
+    first, second = metrics["stages"]
+    assert not first["presampled"] and second["presampled"], metrics["stages"]
+    assert first["max_staleness_seen"] == 0 and second["max_staleness_seen"] <= 1
+    # D_2 was sampled during step 1's second epoch, before policy 1 existed.
+    versions = {v for r in table_to_rows(read_pool(run / "pools" / "e2"))
+                for v in r.policy_version if v >= 0}
+    assert 0 in versions, versions
 
-    from ray.util.state import list_actors, list_nodes
-
-    nodes = {n.node_id: n.resources_total for n in
-             list_nodes(address=cluster["address"], detail=True)}
-    actors = list_actors(address=cluster["address"], detail=True, limit=10000)
-    placed = {}
-    for a in actors:
-        for key in ("node_a", "node_b"):
-            if key in nodes.get(a.node_id, {}):
-                placed.setdefault(a.class_name, set()).add(key)
-    assert placed.get("SamplerActor") == {"node_a"}, placed
-    assert placed.get("RayTrainWorker") == {"node_b"}, placed
+    # The state API runs in a child process that has the cluster's auth settings.
+    placed = json.loads(subprocess.run(
+        [sys.executable, "-c", PLACEMENT_QUERY, cluster["address"]], env=cluster["env"],
+        capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert placed.get("SamplerActor") == ["node_a"], placed
+    assert placed.get("RayTrainWorker") == ["node_b"], placed
 
 
+PLACEMENT_QUERY = """
+import json, sys
+from ray.util.state import list_actors, list_nodes
+address = sys.argv[1]
+nodes = {n.node_id: n.resources_total for n in list_nodes(address=address, detail=True)}
+placed = {}
+for a in list_actors(address=address, detail=True, limit=10000):
+    for key in ("node_a", "node_b"):
+        if key in nodes.get(a.node_id, {}):
+            placed.setdefault(a.class_name, set()).add(key)
+print(json.dumps({k: sorted(v) for k, v in placed.items()}))
+"""

@@ -1,18 +1,36 @@
-"""Stream stage logic without Ray: candidate replacement, part files, pool finalisation."""
+"""Stream stage logic without Ray: candidate replacement, RSO selection, part files, pool
+finalisation, job output checks."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import pytest
 
-from lire_ray.errors import DataError
-from lire_ray.pool import PoolRow, read_pool, rows_to_table, table_to_rows
+from lire_ray.config import load_recipe
+from lire_ray.errors import DataError, PoolIntegrityError, RunDirError
+from lire_ray.pool import (
+    PoolRow,
+    read_manifest,
+    read_pool,
+    rows_to_table,
+    table_to_rows,
+    write_pool,
+)
 from lire_ray.stream import (
     PartWriter,
+    StageActors,
     busy_intervals,
     finalize_parts,
+    job_namespace,
     merge_candidates,
     part_name,
+    pool_output_dir,
     record_busy,
+    rso_seed,
+    select_candidates,
+    source_metadata,
 )
 
 
@@ -81,3 +99,128 @@ def test_empty_batch_writes_nothing(tmp_path):
     writer = PartWriter(str(tmp_path / "parts"))
     writer(rows_to_table([_row("a")]).slice(0, 0))
     assert not list((tmp_path / "parts").glob("part-*"))
+
+
+# --- RSO selection (paper sec. 4.7) -------------------------------------------------------------
+
+TEXTS = [f"sample {i}" for i in range(6)]
+REWARDS = [0.3, -1.0, 2.5, 0.9, 1.7, -0.2]
+
+
+def _select(row, *, k=4, keep_human=True, beta=0.5, seed=0, rewards=REWARDS, version=0):
+    return select_candidates(row, TEXTS, [version] * len(TEXTS), rewards, num_candidates=k,
+                             keep_human=keep_human, evolve_step=1, beta=beta, seed=seed)
+
+
+def test_select_keeps_k_minus_h_policy_candidates_and_the_human_ones():
+    row = _row("a", responses=("human text", "old sample"), sources=("human", "policy@e0"),
+               versions=(-1, 0), preferred=0)
+    out = _select(row, k=4)
+    assert out.num_candidates == 4
+    assert out.responses[0] == "human text" and out.sources[0] == "human"
+    assert out.preferred == 0 and out.evolve_step == 1
+    policy = out.responses[1:]
+    assert len(set(policy)) == 3 and set(policy) <= set(TEXTS)
+    assert "old sample" not in out.responses
+    assert out.sources[1:] == ("policy@e0",) * 3 and out.policy_version == (-1, 0, 0, 0)
+    assert out.rewards == {} and out.ref_logps is None
+    # The kept candidates stay in their sampling order.
+    assert list(policy) == sorted(policy, key=TEXTS.index)
+
+    two_humans = _row("b", responses=("h1", "h2"), sources=("human", "human"), versions=(-1, -1))
+    assert _select(two_humans, k=4).num_candidates == 4
+    assert _select(two_humans, k=4).sources.count("human") == 2
+    no_human = _select(row, k=4, keep_human=False)
+    assert no_human.num_candidates == 4 and "human" not in no_human.sources
+    # At least one policy candidate, as without RSO, even when the humans fill K.
+    assert _select(two_humans, k=2).num_candidates == 3
+
+
+def test_select_is_deterministic_per_seed_prompt_and_version():
+    rows = [_row(f"p{i}") for i in range(40)]
+    first = [_select(r, beta=1.0).responses for r in rows]
+    assert first == [_select(r, beta=1.0).responses for r in rows]  # a retried batch
+    assert first != [_select(r, beta=1.0, seed=1).responses for r in rows]
+    assert first != [_select(r, beta=1.0, version=3).responses for r in rows]
+    assert len(set(first)) > 1, "every prompt got the same subset: the prompt id is ignored"
+    assert rso_seed(0, 0, "p1") == rso_seed(0, 0, "p1")
+    assert len({rso_seed(s, v, p) for s in (0, 1) for v in (0, 1) for p in ("a", "b")}) == 8
+
+
+def test_select_with_tiny_beta_keeps_the_top_rewards():
+    order = sorted(range(len(REWARDS)), key=lambda i: REWARDS[i], reverse=True)
+    for k in (2, 4, 6):
+        top = {TEXTS[i] for i in order[:k - 1]}
+        for pid in ("a", "b", "c"):
+            out = _select(_row(pid), k=k, beta=1e-6)
+            assert set(out.responses[1:]) == top, (k, pid)
+
+
+def test_select_across_prompts_follows_softmax_of_rewards():
+    """Keeping one of N over many prompt ids: the per-prompt seeds must not bias the choice,
+    so the kept candidate follows softmax(r / beta) (chi-square against the 0.999 quantile)."""
+    beta, trials = 0.8, 4000
+    counts = Counter(_select(_row(f"p{i}"), k=2, beta=beta).responses[1] for i in range(trials))
+    weights = [math.exp(r / beta) for r in REWARDS]
+    probs = {t: w / sum(weights) for t, w in zip(TEXTS, weights)}
+    chi2 = sum((counts.get(t, 0) - trials * p) ** 2 / (trials * p) for t, p in probs.items())
+    assert chi2 < 20.515, (chi2, counts)  # 5 degrees of freedom
+
+
+def test_select_refuses_mismatched_lengths():
+    with pytest.raises(DataError, match="3 rewards"):
+        select_candidates(_row("a"), TEXTS, [0] * 6, [0.0] * 3, num_candidates=4,
+                          keep_human=True, evolve_step=1, beta=0.5, seed=0)
+
+
+# --- pools written by the jobs ------------------------------------------------------------------
+
+def test_finalize_replaces_an_existing_pool_only_with_overwrite(tmp_path):
+    parts = tmp_path / "parts"
+    PartWriter(str(parts))(rows_to_table([_row("a")]))
+    finalize_parts(parts, tmp_path / "pool", expected_ids=["a"], metadata={"v": 1})
+    with pytest.raises(DataError, match="already exists"):
+        finalize_parts(parts, tmp_path / "pool", expected_ids=["a"], metadata={"v": 2})
+    assert read_manifest(tmp_path / "pool")["metadata"] == {"v": 1}
+    finalize_parts(parts, tmp_path / "pool", expected_ids=["a"], metadata={"v": 2},
+                   overwrite=True)
+    assert read_manifest(tmp_path / "pool")["metadata"] == {"v": 2}
+
+
+def test_pool_output_dir_stays_under_run_dir_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    assert pool_output_dir(run, "pools/x", overwrite=False) == (run / "pools" / "x").resolve()
+    for bad in ("../escape", "/abs/pool", "pools/../../escape", "."):
+        with pytest.raises(RunDirError):
+            pool_output_dir(run, bad, overwrite=False)
+    assert not run.exists() and not (tmp_path / "escape").exists()
+    write_pool([_row("a")], run / "pools" / "done")
+    with pytest.raises(DataError, match="already exists"):
+        pool_output_dir(run, "pools/done", overwrite=False)
+    assert pool_output_dir(run, "pools/done", overwrite=True) == (run / "pools" / "done")
+    (run / "notes").mkdir()
+    (run / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a pool"):
+        pool_output_dir(run, "notes", overwrite=True)
+
+
+def test_source_metadata(tmp_path):
+    assert source_metadata("builtin:reviews") == {}
+    write_pool([_row("a")], tmp_path / "pool", metadata={"reward_normalisation": {
+        "rm": {"mean": 1.0, "std": 2.0}}})
+    assert source_metadata(str(tmp_path / "pool")) == {
+        "reward_normalisation": {"rm": {"mean": 1.0, "std": 2.0}}}
+    with pytest.raises(PoolIntegrityError):
+        source_metadata(str(tmp_path / "missing"))
+
+
+def test_job_namespace_and_stage_actor_names(tmp_path):
+    recipe = load_recipe(None, ["ray.namespace=base"])
+    a = job_namespace(recipe, "sample", tmp_path / "a").ray.namespace
+    assert a.startswith("base-sample-")
+    assert a == job_namespace(recipe, "sample", tmp_path / "a").ray.namespace
+    assert a != job_namespace(recipe, "sample", tmp_path / "b").ray.namespace
+    assert a != job_namespace(recipe, "score", tmp_path / "a").ray.namespace
+    actors = StageActors(namespace="ns", samplers=["s0", "s1"], rewards=["r0"])
+    assert actors.names("sampler") == ["sampler-0", "sampler-1"]
+    assert actors.names("reward") == ["reward-0"] and actors.names("reference") == []

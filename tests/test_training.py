@@ -2,10 +2,10 @@
 
 Shape notation: B prompts, K candidates per prompt.
 
-The reference loop below is written independently of ``lire_ray.training``: naive full-logit
-sequence log-probs (one padded row per candidate), the LIRE loss from its definition (paper
-eq. 5-6: ``-sum_j softmax(s/T)_j softmax(R)_j``), ``torch.optim.AdamW``,
-``clip_grad_norm_`` and transformers' cosine schedule.
+The reference loop below is written independently of ``lire_ray.training``: ``torch.optim.AdamW``,
+``clip_grad_norm_`` and transformers' cosine schedule on the naive full-logit sequence log-probs
+(one padded row per candidate) and the LIRE loss from its definition (paper eq. 5-6:
+``-sum_j softmax(s/T)_j softmax(R)_j``) of ``_dist``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import random
 
 import pytest
 import torch
-from _dist import forget_deepspeed_groups
+from _dist import naive_lire, naive_logps, one_rank_group
 
 from lire_ray.collate import tokenize_group
 from lire_ray.config import load_recipe
@@ -93,25 +93,6 @@ def groups_of(rows, policy_dir):
                            reward_name="r") for r in rows]
 
 
-def naive_logps(model, group):
-    """[K] summed response log-probs: one padded row per candidate, full logits."""
-    seqs = [list(group.prompt_ids) + list(r) for r in group.response_ids]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-    att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    logp = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
-    p = len(group.prompt_ids)
-    out = []
-    for k, r in enumerate(group.response_ids):
-        out.append(sum(logp[k, p + t - 1, tok] for t, tok in enumerate(r)))
-    return torch.stack(out)
-
-
-def lire_reference(model, group):
-    q = torch.softmax(naive_logps(model, group) / TEMPERATURE, dim=0)
-    return -(q * torch.softmax(torch.tensor(group.rewards), dim=0)).sum()
-
-
 def q_best(model, groups):
     with torch.no_grad():
         out = []
@@ -154,7 +135,7 @@ def reference_run(policy_dir, pool_rows):
     losses, norms, lrs = [], [], []
     for _ in range(EPOCHS):
         lrs.append(opt.param_groups[0]["lr"])
-        loss = torch.stack([lire_reference(model, g) for g in groups]).mean()
+        loss = torch.stack([naive_lire(model, g, TEMPERATURE) for g in groups]).mean()
         loss.backward()
         norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)))
         opt.step()
@@ -243,43 +224,23 @@ def lora_tmp(tmp_path_factory):
 def lora_uninterrupted(policy_dir, pool_dir, lora_tmp):
     """The same LoRA run without Ray and without a stop: one process, a one-rank gloo group,
     the pool's rows in file order (what a single Ray Train worker streams)."""
-    import os
-    import socket
-
-    import torch.distributed as dist
-
     from lire_ray.pool import read_pool
     from lire_ray.training.worker import TrainingRun, WorkerSpec
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"DS_ACCELERATOR": "cpu", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a Ray worker with one CPU: same float reduction order
-    forget_deepspeed_groups()
-    dist.init_process_group("gloo", rank=0, world_size=1)
     try:
-        recipe = make_recipe(*LORA, "train.logger=none")
-        spec = WorkerSpec(recipe=recipe.model_dump(mode="json"), init_model=str(policy_dir),
-                          output_dir=str(lora_tmp / "out-uninterrupted"),
-                          num_prompts=NUM_PROMPTS, epochs=2)
-        run = TrainingRun(spec, rank=0, world_size=1, use_gpu=False)
-        table = read_pool(pool_dir)
-        history = run.run(lambda: (table.slice(i, 2) for i in range(0, NUM_PROMPTS, 2)),
-                          lambda record, directory, name: None)
+        with one_rank_group():
+            recipe = make_recipe(*LORA, "train.logger=none")
+            spec = WorkerSpec(recipe=recipe.model_dump(mode="json"), init_model=str(policy_dir),
+                              output_dir=str(lora_tmp / "out-uninterrupted"),
+                              num_prompts=NUM_PROMPTS, epochs=2)
+            run = TrainingRun(spec, rank=0, world_size=1, use_gpu=False)
+            table = read_pool(pool_dir)
+            history = run.run(lambda: (table.slice(i, 2) for i in range(0, NUM_PROMPTS, 2)),
+                              lambda record, directory, name: None)
     finally:
-        dist.destroy_process_group()
-        forget_deepspeed_groups()
         torch.set_num_threads(threads)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return history, lora_tmp / "out-uninterrupted"
 
 

@@ -3,22 +3,21 @@
 Shape notation: B prompts, K candidates per prompt.
 
 The step test runs a real DeepSpeed ZeRO-2 engine in this process (a one-process gloo group)
-and compares it with a plain PyTorch loop written here: naive full-logit log-probs, the LIRE
-loss from its definition (paper eq. 5-6), ``torch.optim.AdamW`` and ``clip_grad_norm_``.
+and compares it with a plain PyTorch loop written here (``torch.optim.AdamW``,
+``clip_grad_norm_``) on the naive full-logit log-probs and the LIRE loss from its definition
+(paper eq. 5-6) of ``_dist``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-import socket
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import torch
-from _dist import forget_deepspeed_groups
+from _dist import naive_lire, one_rank_group
 
 from lire_ray.batch import TokenizedGroup
 from lire_ray.config import TrainConfig, load_recipe
@@ -290,25 +289,8 @@ def test_logger_checks():
 
 @pytest.fixture(scope="module")
 def process_group():
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"DS_ACCELERATOR": "cpu", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    forget_deepspeed_groups()
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    forget_deepspeed_groups()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with one_rank_group():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -324,24 +306,12 @@ def _random_groups(n, seed):
     for i in range(n):
         k = rng.choice([1, 2, 3, 4])
         out.append(TokenizedGroup(
-            prompt_id=f"g{i}", prompt_ids=tuple(rng.randrange(500) for _ in range(rng.randint(2, 7))),
+            prompt_id=f"g{i}",
+            prompt_ids=tuple(rng.randrange(500) for _ in range(rng.randint(2, 7))),
             response_ids=tuple(tuple(rng.randrange(500) for _ in range(rng.randint(1, 6)))
                                for _ in range(k)),
             rewards=tuple(rng.uniform(-1, 1) for _ in range(k))))
     return out
-
-
-def _naive_lire(model, group, temperature):
-    seqs = [list(group.prompt_ids) + list(r) for r in group.response_ids]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-    att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    logp = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
-    p = len(group.prompt_ids)
-    s = torch.stack([sum(logp[k, p + t - 1, tok] for t, tok in enumerate(r))
-                     for k, r in enumerate(group.response_ids)])
-    q = torch.softmax(s / temperature, dim=0)
-    return -(q * torch.softmax(torch.tensor(group.rewards), dim=0)).sum()
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2, 3])
@@ -368,7 +338,7 @@ def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage)
         for group in opt.param_groups:
             group["lr"] = lr_i
         flat = [g for mb in mbs for g in mb]
-        value = torch.stack([_naive_lire(ref, g, temperature) for g in flat]).mean()
+        value = torch.stack([naive_lire(ref, g, temperature) for g in flat]).mean()
         value.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(ref.parameters(), clip))
         opt.step()
@@ -460,3 +430,29 @@ def test_trainer_group_checks_arguments_before_starting_workers(monkeypatch):
     monkeypatch.setattr(bad, "_trainer", never)
     with pytest.raises(ConfigError, match="unknown parameter"):
         bad.fit(None, num_prompts=8, init_model="unused", output_dir="/tmp/unused-out")
+
+
+def test_load_lora_continues_a_saved_adapter(policy_dir, tmp_path):
+    """A saved adapter comes back with the same weights and only its LoRA matrices trainable."""
+    from lire_ray.config import LoraConfig
+    from lire_ray.errors import ModelLoadError
+    from lire_ray.models import load_causal_lm
+    from lire_ray.training.engine import apply_lora, load_lora
+
+    trained = apply_lora(load_causal_lm(str(policy_dir), dtype="float32"),
+                         LoraConfig(enabled=True, r=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)  # a freshly initialised B is zero; make the adapter non-trivial
+    trained.save_pretrained(str(tmp_path / "adapter"))
+    again = load_lora(load_causal_lm(str(policy_dir), dtype="float32"), str(tmp_path / "adapter"))
+    saved = {n: p for n, p in trained.named_parameters() if "lora_" in n}
+    loaded = {n: p for n, p in again.named_parameters() if "lora_" in n}
+    assert saved.keys() == loaded.keys() and saved
+    for name, p in loaded.items():
+        assert p.requires_grad, name
+        assert torch.equal(p, saved[name]), name
+    assert not any(p.requires_grad for n, p in again.named_parameters() if "lora_" not in n)
+    with pytest.raises(ModelLoadError, match="LoRA adapter"):
+        load_lora(load_causal_lm(str(policy_dir), dtype="float32"), str(tmp_path / "none"))

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
+from typing import Protocol
 
 from lire_ray.adapters.records import BadRow, Fields
 from lire_ray.pool import DATASET, HUMAN, PoolRow, source_version
@@ -40,6 +42,23 @@ from lire_ray.pool import DATASET, HUMAN, PoolRow, source_version
 HUMAN_TAG = "\n\nHuman:"
 ASSISTANT_TAG = "\n\nAssistant:"
 _ROLE_TAGS = {"system": "\n\nSystem:", "user": HUMAN_TAG, "assistant": ASSISTANT_TAG}
+
+
+class RecordParser(Protocol):
+    """What every ``parse_<format>`` function of :data:`PARSERS` is."""
+
+    def __call__(self, f: Fields) -> PoolRow:
+        """Parse one raw record of the format (layouts in the module docstring).
+
+        Args:
+            f: The record with its source and row number.
+
+        Returns:
+            One pool row.
+
+        Raises:
+            BadRow: The record is malformed (names the field and reason).
+        """
 
 
 def render_messages(messages: list[dict]) -> str:
@@ -78,17 +97,7 @@ def hh_messages(prompt: str) -> list[dict] | None:
 
 
 def parse_hh(f: Fields) -> PoolRow:
-    """Parse an ``hh`` record (see module docstring).
-
-    Args:
-        f: The record with its source and row number.
-
-    Returns:
-        One pool row.
-
-    Raises:
-        BadRow: The record is malformed (names the field and reason).
-    """
+    """Parse an ``hh`` record; a :class:`RecordParser`."""
     chosen, rejected = f.get("chosen", str), f.get("rejected", str)
     split = []
     for name, text in (("chosen", chosen), ("rejected", rejected)):
@@ -112,31 +121,22 @@ def parse_hh(f: Fields) -> PoolRow:
 
 
 def parse_tldr(f: Fields) -> PoolRow:
-    """Parse one ``tldr`` comparison record into a row of its summaries.
-
-    Args:
-        f: The record with its source and row number.
-
-    Returns:
-        One pool row.
-
-    Raises:
-        BadRow: The record is malformed (names the field and reason).
-    """
+    """Parse one ``tldr`` comparison into a row of its summaries; a :class:`RecordParser`."""
     info = f.get("info", dict)
-    pid = str(f.get("id", (str, int), within=info, prefix="info."))
+    info_field = partial(f.get, within=info, prefix="info.")
+    pid = str(info_field("id", (str, int)))
     if not pid:
         raise f.bad("empty_prompt_id", "is empty", "info.id")
-    post = f.get("post", str, within=info, prefix="info.", optional=True)
+    post = info_field("post", str, optional=True)
     if post is None and info.get("article") is not None:
-        article = f.get("article", str, within=info, prefix="info.")
-        title = f.get("title", str, within=info, prefix="info.", optional=True) or ""
+        article = info_field("article", str)
+        title = info_field("title", str, optional=True) or ""
         prompt = f"TITLE: {title}\nARTICLE: {article}\nTL;DR:"
     else:
         if post is None:
             raise f.bad("missing_field", "missing field", "info.post")
-        title = f.get("title", str, within=info, prefix="info.")
-        sub = f.get("subreddit", str, within=info, prefix="info.")
+        title = info_field("title", str)
+        sub = info_field("subreddit", str)
         prompt = f"SUBREDDIT: r/{sub}\nTITLE: {title}\nPOST: {post}\nTL;DR:"
     if post is not None and not post.strip():
         raise f.bad("empty_prompt", "is empty", "info.post")
@@ -201,17 +201,7 @@ def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
 
 
 def parse_listwise(f: Fields) -> PoolRow:
-    """Parse a ``listwise`` record.
-
-    Args:
-        f: The record with its source and row number.
-
-    Returns:
-        One pool row.
-
-    Raises:
-        BadRow: The record is malformed (names the field and reason).
-    """
+    """Parse a ``listwise`` record; a :class:`RecordParser`."""
     prompt = f.get("prompt", str)
     if not prompt.strip():
         raise f.bad("empty_prompt", "is empty", "prompt")
@@ -220,17 +210,7 @@ def parse_listwise(f: Fields) -> PoolRow:
 
 
 def parse_chat(f: Fields) -> PoolRow:
-    """Parse a ``chat`` record.
-
-    Args:
-        f: The record with its source and row number.
-
-    Returns:
-        One pool row.
-
-    Raises:
-        BadRow: The record is malformed (names the field and reason).
-    """
+    """Parse a ``chat`` record; a :class:`RecordParser`."""
     messages = f.get("messages", list)
     turns = []
     for j, m in enumerate(messages):
@@ -269,4 +249,5 @@ def _candidates_row(f: Fields, prompt: str, responses: list[str], sources: list[
         rewards=f.rewards(k), preferred=f.preferred(k), prompt_messages=messages)
 
 
-PARSERS = {"hh": parse_hh, "tldr": parse_tldr, "listwise": parse_listwise, "chat": parse_chat}
+PARSERS: dict[str, RecordParser] = {"hh": parse_hh, "tldr": parse_tldr, "listwise": parse_listwise,
+                                     "chat": parse_chat}

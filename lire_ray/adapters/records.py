@@ -76,8 +76,7 @@ def iter_records(spec: str, *, split: str = "train", hf_config: str | None = Non
 def _iter_file(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     src = str(path)
     try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with raw as f:
+        with _open(path) as f:
             head = f.read(4)
     except OSError as exc:
         raise DataError(f"cannot read: {exc}", source=src) from exc

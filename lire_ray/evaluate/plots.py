@@ -39,6 +39,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _axes(xlabel: str, ylabel: str, title: str):
+    """``(figure, axes)``: a 6 x 4 inch figure whose one axes has these labels and title."""
+    fig, ax = _plt().subplots(figsize=(6, 4))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig, ax
+
+
 def _finite(*values: float) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
@@ -60,8 +69,7 @@ def plot_frontier(series: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
     Returns:
         ``path``.
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes(xlabel, ylabel, title)
     for name, points in series.items():
         pts = sorted((p for p in points if _finite(p["x"], p["y"])),
                      key=lambda p: p["temperature"])
@@ -73,9 +81,6 @@ def plot_frontier(series: Mapping[str, Sequence[Mapping[str, float]]], path: Pat
         for p in pts:
             ax.annotate(f"T={p['temperature']:g}", (p["x"], p["y"]), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
     if series:
         ax.legend(fontsize=8)
     return _save(fig, path)
@@ -99,8 +104,7 @@ def plot_win_rate_vs_k(curves: Mapping[str, Sequence[tuple[int, float]]], path: 
     Returns:
         ``path``.
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes("n (Best-of-n) / K (candidates per prompt)", ylabel, title)
     for label, pts in curves.items():
         pts = sorted((int(n), y) for n, y in pts if _finite(y))
         if pts:
@@ -114,10 +118,7 @@ def plot_win_rate_vs_k(curves: Mapping[str, Sequence[tuple[int, float]]], path: 
             # Methods trained on the same K would hide each other: spread them a little.
             x = k + 0.06 * (i - (len(pts) - 1) / 2)
             ax.plot([x], [y], marker="*", markersize=12, linestyle="none", label=label)
-    ax.set_xlabel("n (Best-of-n) / K (candidates per prompt)")
-    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

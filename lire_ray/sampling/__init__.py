@@ -88,17 +88,72 @@ class Sampler(Protocol):
                  temperature: float | None = None, top_p: float | None = None,
                  max_new_tokens: int | None = None,
                  stop: Sequence[str] | None = None) -> list[list[Candidate]]:
-        """Sample ``n`` candidates for each of the B prompts; returns B lists of n.
+        """Sample ``n`` candidates for each of the B prompts with the current policy.
 
         ``temperature``, ``top_p``, ``max_new_tokens`` and ``stop`` override the recipe's
         values for this call only (evaluation samples one engine at several temperatures).
+
+        Args:
+            prompts: B prompt texts (already chat-formatted if the policy is a chat model).
+            n: K, candidates per prompt.
+            seed: Seed of this call's sampling (see the module docstring); ``None``: the
+                backend's own sampling stream goes on.
+            temperature: Overrides ``sampler.temperature`` for this call (0: greedy).
+            top_p: Overrides ``sampler.top_p`` for this call.
+            max_new_tokens: Overrides ``sampler.max_new_tokens`` for this call.
+            stop: Overrides ``sampler.stop`` for this call.
+
+        Returns:
+            B lists of K candidates, in prompt order.
+
+        Raises:
+            ValueError: ``n`` < 1.
+            ConfigError: An out-of-range override.
+            DataError: A prompt is not a non-empty string.
         """
 
     def load_weights(self, path: str, version: int) -> None:
-        """Serve the full Hugging Face checkpoint in ``path`` as policy ``version``."""
+        """Serve the full Hugging Face checkpoint in ``path`` as policy ``version``.
+
+        The tokenizer is kept: a checkpoint must use the initial policy's vocabulary. Any
+        served LoRA adapter is dropped (the new weights are the whole policy).
+
+        Args:
+            path: Directory with ``config.json`` and ``*.safetensors`` of the same architecture.
+            version: The policy version these weights are.
+
+        Raises:
+            ModelLoadError: The directory is incomplete, or its weights cannot be loaded (or do
+                not fit the running engine).
+            ValueError: ``version`` is not a non-negative int.
+        """
 
     def load_adapter(self, path: str, version: int) -> None:
-        """Serve the base weights plus the peft LoRA adapter in ``path`` as ``version``."""
+        """Serve the current base weights plus the peft LoRA adapter in ``path`` as ``version``.
+
+        Args:
+            path: A peft adapter directory (``adapter_config.json``, ``adapter_model.*``).
+            version: The policy version the adapter is.
+
+        Raises:
+            ModelLoadError: The adapter is missing, not LoRA, or rejected by the backend (e.g.
+                it does not fit the model).
+            ValueError: ``version`` is not a non-negative int.
+        """
+
+    def sleep(self, level: int) -> None:
+        """Free the device memory between sampling phases (colocated trainer).
+
+        Args:
+            level: 1 keeps the weights in host memory; 2 drops them (the next
+                :meth:`load_weights` brings new ones).
+
+        Raises:
+            ConfigError: The backend or device cannot sleep.
+        """
+
+    def wake_up(self) -> None:
+        """Reclaim the memory given up by :meth:`sleep`; a no-op when awake."""
 
     def close(self) -> None:
         """Release the engine and its memory."""

@@ -111,24 +111,13 @@ class HFSampler:
                  stop: Sequence[str] | None = None) -> list[list[Candidate]]:
         """Sample (or beam-search) ``n`` candidates per prompt with the current policy.
 
-        Args:
-            prompts: B prompt texts (already chat-formatted if the policy is a chat model).
-            n: K, candidates per prompt; with diverse beam search K must be a multiple of
-                ``sampler.diverse_beam_groups``.
-            seed: Seed of this call's sampling; ``None`` draws one from the sampler's stream.
-            temperature: Overrides ``sampler.temperature`` for this call (0: greedy).
-            top_p: Overrides ``sampler.top_p`` for this call.
-            max_new_tokens: Overrides ``sampler.max_new_tokens`` for this call.
-            stop: Overrides ``sampler.stop`` for this call.
-
-        Returns:
-            B lists of K candidates, in prompt order.
+        Arguments, result and errors as in :meth:`~lire_ray.sampling.Sampler.generate`;
+        ``seed=None`` draws the call's seed from the sampler's own stream (seeded by
+        ``sampler.seed``). Plus:
 
         Raises:
-            ValueError: ``n`` < 1.
-            ConfigError: Diverse beam search with ``n`` not a multiple of the group count, or
-                an out-of-range override.
-            DataError: A prompt is not a non-empty string.
+            ConfigError: Diverse beam search with an ``n`` that is not a multiple of
+                ``sampler.diverse_beam_groups``.
         """
         if int(n) < 1:
             raise ValueError(f"n (candidates per prompt) must be >= 1, got {n}")
@@ -218,17 +207,9 @@ class HFSampler:
                 for row in hyps]
 
     def load_weights(self, path: str, version: int) -> None:
-        """Replace the policy with the full checkpoint in ``path`` (dropping any adapter).
+        """Reload the policy with ``from_pretrained``.
 
-        The tokenizer is kept: a checkpoint must use the initial policy's vocabulary.
-
-        Args:
-            path: Directory with ``config.json`` and ``*.safetensors``.
-            version: The policy version these weights are.
-
-        Raises:
-            ModelLoadError: The directory is incomplete or cannot be loaded.
-            ValueError: ``version`` is negative.
+        Arguments and errors as in :meth:`~lire_ray.sampling.Sampler.load_weights`.
         """
         version = check_version(version)
         check_checkpoint_dir(path)
@@ -237,15 +218,9 @@ class HFSampler:
         self._version = version
 
     def load_adapter(self, path: str, version: int) -> None:
-        """Serve the current base weights plus the peft LoRA adapter in ``path``.
+        """Attach the LoRA adapter in ``path`` with peft.
 
-        Args:
-            path: A peft adapter directory.
-            version: The policy version the adapter is.
-
-        Raises:
-            ModelLoadError: The adapter is missing, not LoRA, or does not fit the model.
-            ValueError: ``version`` is negative.
+        Arguments and errors as in :meth:`~lire_ray.sampling.Sampler.load_adapter`.
         """
         from peft import PeftModel
 
@@ -270,6 +245,17 @@ class HFSampler:
         self._model.eval()
         self._adapter_name = name
         self._version = version
+
+    def sleep(self, level: int) -> None:
+        """Not supported: ``sampler.sleep_level`` needs the vLLM backend.
+
+        Raises:
+            ConfigError: Always.
+        """
+        raise ConfigError(f"sampler.sleep_level={level} needs sampler.backend='vllm'")
+
+    def wake_up(self) -> None:
+        """A no-op: the HF sampler never sleeps."""
 
     def close(self) -> None:
         """Drop the model; the sampler is unusable afterwards."""

@@ -98,6 +98,15 @@ class VLLMSampler:
             worker_extension_cls=EXTENSION_QUALNAME)
         if self._max_lora_rank:
             kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank, max_loras=1)
+        self._sleeping = 0
+        self._needs_weights = False
+        if getattr(cfg, "sleep_level", 0):
+            if not current_platform.is_sleep_mode_available():
+                raise ConfigError(f"sampler.sleep_level={cfg.sleep_level} needs vLLM on a CUDA "
+                                  f"or ROCm GPU; this vLLM runs on "
+                                  f"{current_platform.device_type or 'cpu'}; set "
+                                  "sampler.sleep_level=0")
+            kwargs["enable_sleep_mode"] = True
         try:
             self._llm = LLM(**kwargs)
         except Exception as err:  # vLLM raises many types (ValueError, RuntimeError, OSError, ...)
@@ -122,27 +131,17 @@ class VLLMSampler:
                  stop: Sequence[str] | None = None) -> list[list[Candidate]]:
         """Sample ``n`` candidates per prompt with the current policy.
 
-        Args:
-            prompts: B prompt texts (already chat-formatted if the policy is a chat model).
-            n: K, candidates per prompt.
-            seed: When given, the engine's sampling generator is reseeded with it first.
-            temperature: Overrides ``sampler.temperature`` for this call (0: greedy).
-            top_p: Overrides ``sampler.top_p`` for this call.
-            max_new_tokens: Overrides ``sampler.max_new_tokens`` for this call.
-            stop: Overrides ``sampler.stop`` for this call.
-
-        Returns:
-            B lists of K candidates, in prompt order.
-
-        Raises:
-            ValueError: ``n`` < 1.
-            DataError: A prompt is not a non-empty string.
-            ConfigError: An out-of-range override.
+        Arguments, result and errors as in :meth:`~lire_ray.sampling.Sampler.generate`; a
+        given ``seed`` reseeds the engine's sampling generator first.
         """
         from vllm import SamplingParams
 
         if int(n) < 1:
             raise ValueError(f"n (candidates per prompt) must be >= 1, got {n}")
+        if self._sleeping or self._needs_weights:
+            raise RuntimeError("the vLLM sampler is asleep" if self._sleeping else
+                               "the vLLM sampler dropped its weights (sleep level 2); load new "
+                               "weights before sampling")
         cfg = call_config(self._cfg, temperature=temperature, top_p=top_p,
                           max_new_tokens=max_new_tokens, stop=stop)
         if not prompts:
@@ -195,18 +194,9 @@ class VLLMSampler:
         return self._llm.wait_for_completion(RequestOutput, use_tqdm=False)
 
     def load_weights(self, path: str, version: int) -> None:
-        """Reload full weights in place from a Hugging Face checkpoint directory.
+        """Reload full weights in place in the running engine.
 
-        The tokenizer is kept: a checkpoint must use the initial policy's vocabulary. Any
-        served LoRA adapter is dropped (the new weights are the whole policy).
-
-        Args:
-            path: Directory with ``config.json`` and ``*.safetensors`` of the same architecture.
-            version: The policy version these weights are.
-
-        Raises:
-            ModelLoadError: The directory is incomplete or its weights do not fit the engine.
-            ValueError: ``version`` is negative.
+        Arguments and errors as in :meth:`~lire_ray.sampling.Sampler.load_weights`.
         """
         version = check_version(version)
         ckpt = check_checkpoint_dir(path)
@@ -218,20 +208,17 @@ class VLLMSampler:
                                  f"{type(err).__name__}: {err}") from err
         self._llm.reset_prefix_cache()
         self._drop_adapter()
+        self._needs_weights = False
         self._version = version
 
     def load_adapter(self, path: str, version: int) -> None:
-        """Serve the current base weights plus the LoRA adapter in ``path``.
+        """Register the LoRA adapter in ``path`` with the engine.
 
-        Args:
-            path: A peft adapter directory (``adapter_config.json``, ``adapter_model.*``).
-            version: The policy version the adapter is.
+        Arguments and errors as in :meth:`~lire_ray.sampling.Sampler.load_adapter`, plus:
 
         Raises:
             ConfigError: The engine was built without LoRA (``model.lora.enabled`` false).
-            ModelLoadError: The adapter is missing, not LoRA, of too high a rank, or rejected
-                by vLLM.
-            ValueError: ``version`` is negative.
+            ModelLoadError: The adapter's rank exceeds the engine's (``model.lora.r``).
         """
         from vllm.lora.request import LoRARequest
 
@@ -255,6 +242,31 @@ class VLLMSampler:
                                  f"{type(err).__name__}: {err}") from err
         self._lora_request = request
         self._version = version
+
+    def sleep(self, level: int) -> None:
+        """Offload (level 1) or drop (level 2) the weights and free the KV cache.
+
+        Arguments and errors as in :meth:`~lire_ray.sampling.Sampler.sleep`; the engine must
+        have been built with ``sampler.sleep_level`` set.
+        """
+        if self._sleeping:
+            return
+        if level not in (1, 2):
+            raise ConfigError(f"vLLM sleep level must be 1 or 2, got {level}")
+        if not getattr(self._cfg, "sleep_level", 0):
+            raise ConfigError("the vLLM sampler was built without sleep mode; set "
+                              "sampler.sleep_level")
+        self._llm.sleep(level=level)
+        self._sleeping = level
+
+    def wake_up(self) -> None:
+        """Reallocate weights and KV cache; after level 2 new weights must be loaded next."""
+        if not self._sleeping:
+            return
+        self._llm.wake_up()
+        self._llm.reset_prefix_cache()
+        self._needs_weights = self._sleeping == 2
+        self._sleeping = 0
 
     def _drop_adapter(self) -> None:
         if self._lora_request is not None:

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from lire_ray.config import LoraConfig, TrainConfig
-from lire_ray.errors import ConfigError, DataError, DependencyError
+from lire_ray.errors import ConfigError, DataError, DependencyError, ModelLoadError
 
 #: AdamW moments and epsilon (the recipe exposes lr and weight decay only).
 ADAM_BETAS = (0.9, 0.999)
@@ -225,6 +225,33 @@ def apply_lora(model, lora: LoraConfig, *, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)
+
+
+def load_lora(model, adapter_dir: str):
+    """Wrap a causal LM with a saved LoRA adapter whose weights keep training.
+
+    Used when an Evolve step continues the adapter of the previous one on the same base model
+    (``merge_on_save: false``), so every checkpoint's adapter applies to the initial policy.
+
+    Args:
+        model: The base causal LM the adapter was trained on.
+        adapter_dir: A peft adapter directory (``adapter_config.json`` + safetensors).
+
+    Returns:
+        A trainable ``peft.PeftModel``.
+
+    Raises:
+        DependencyError: peft is not installed.
+        ModelLoadError: ``adapter_dir`` holds no loadable adapter.
+    """
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise DependencyError(f"model.lora.enabled needs peft: pip install peft ({exc})") from exc
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the LoRA adapter in {adapter_dir}: {exc}") from None
 
 
 def build_engine(model, train: TrainConfig, *, use_gpu: bool, total_steps: int):

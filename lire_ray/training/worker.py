@@ -43,6 +43,7 @@ from lire_ray.training.engine import (
     apply_lora,
     build_engine,
     import_deepspeed,
+    load_lora,
     resolve_precision,
     rows_per_worker,
     steps_per_epoch,
@@ -63,6 +64,8 @@ class WorkerSpec:
     Attributes:
         recipe: The recipe as a JSON-compatible dict (``Recipe.model_dump(mode="json")``).
         init_model: Directory or hub id of the policy training starts from.
+        init_adapter: With LoRA, a saved adapter (on ``init_model``) that training continues;
+            None starts a fresh adapter.
         output_dir: Where rank 0 writes the trained policy (Hugging Face format).
         num_prompts: Rows in the dataset (fixes the schedule's length up front).
         epochs: I, epochs over the dataset (epoch 1 streams, the rest replay a cache).
@@ -82,6 +85,7 @@ class WorkerSpec:
     run_name: str = "train"
     log_dir: str | None = None
     stop_after_epoch: int | None = None
+    init_adapter: str | None = None
 
     def to_config(self) -> dict[str, Any]:
         """The spec as a ``train_loop_config`` dict."""
@@ -198,7 +202,9 @@ class TrainingRun:
         torch.manual_seed(train.seed)
         model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
                                trust_remote_code=model_cfg.trust_remote_code)
-        if model_cfg.lora.enabled:
+        if model_cfg.lora.enabled and spec.init_adapter:
+            model = load_lora(model, spec.init_adapter)
+        elif model_cfg.lora.enabled:
             model = apply_lora(model, model_cfg.lora, seed=train.seed)
         if train.gradient_checkpointing:
             model.gradient_checkpointing_enable(
@@ -296,7 +302,8 @@ class TrainingRun:
         if self.state.epoch >= spec.epochs:
             info = {"policy_version": spec.policy_version, "steps": self.state.step,
                     "epochs": self.state.epoch, "loss": self.recipe.loss.name,
-                    "num_prompts": spec.num_prompts, "world_size": self.world_size}
+                    "num_prompts": spec.num_prompts, "world_size": self.world_size,
+                    "init_adapter": spec.init_adapter}
             save_policy(self.engine, rank=self.rank, output_dir=spec.output_dir,
                         tokenizer=self.tokenizer, init_model=spec.init_model,
                         lora_enabled=self.lora,
