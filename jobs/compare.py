@@ -6,7 +6,7 @@ Launch from the repository root, for example::
     python jobs/compare.py --config configs/tiny-compare.yaml --losses lire dpo --seeds 0 1 2
     python jobs/compare.py --config configs/tiny-compare.yaml --grid --evolve 1 2 --iterate 1 2
     ray job submit --working-dir . -- python jobs/compare.py --config configs/hh-lire.yaml \\
-        --seeds 0 1 2 output=/shared/runs/hh-compare
+        --seeds 0 1 2 run.dir=/shared/runs/hh-lire output=compare-3seeds
 
 The base policy samples K candidates for every training prompt once; every reward model scores
 them and the reference policy annotates them; the pool is written to ``<output>/pool``. Each
@@ -20,8 +20,13 @@ policy and plots; ``metrics.json`` holds every number.
 ``--grid`` instead runs LIRE self-enhancement for every Iterate count in ``--iterate`` up to
 ``max(--evolve)`` Evolve steps and reports the held-out reward for each (E, I) (paper Table 6).
 
-``output=DIR`` sets the output directory (default ``<run.dir>/compare``, or ``<run.dir>/grid``);
-a non-empty one is refused unless ``--overwrite`` is given.
+``output=DIR`` sets the output directory, under ``run.dir`` (default ``<run.dir>/compare``, or
+``<run.dir>/grid``): a relative path is taken relative to ``run.dir``, an absolute one must lie
+inside it, and one that leaves it (``..``, another absolute path) or is ``run.dir`` itself is
+refused before anything is written; to write elsewhere, set ``run.dir``. Everything the job
+writes (pool, checkpoints, Ray Train storage, report) goes into that directory. A non-empty
+one is refused unless ``--overwrite`` is given. The policy's tokenizer (and the reference's) is
+checked in this process before Ray starts.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
 from lire_ray.errors import ConfigError  # noqa: E402
+from lire_ray.rundir import confine_output  # noqa: E402
 
 
 def split_output(overrides: list[str]) -> tuple[list[str], str | None]:
@@ -87,9 +93,17 @@ def reclaim_overrides(args) -> None:
 
 
 def main(args) -> int:
+    from lire_ray.evaluate.policy_eval import check_eval_recipe
+    from lire_ray.models import check_tokenizers
+    from lire_ray.pipeline import resolve_policy
+
     reclaim_overrides(args)
     args.overrides, output = split_output(args.overrides)
     recipe = parse_recipe(args)
+    output = confine_output(recipe.run.dir, output or ("grid" if args.grid else "compare"))
+    check_eval_recipe(recipe)
+    check_tokenizers(resolve_policy(recipe), recipe.model.reference,
+                     trust_remote_code=recipe.model.trust_remote_code)
     if args.grid:
         from lire_ray.evaluate.grid import run_grid
 
@@ -109,8 +123,8 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = job_parser(__doc__.split("\n\n")[0], epilog="job option: output=DIR (default "
-                        "<run.dir>/compare, or <run.dir>/grid with --grid)")
+    parser = job_parser(__doc__.split("\n\n")[0], epilog="job option: output=DIR (under run.dir; "
+                        "default <run.dir>/compare, or <run.dir>/grid with --grid)")
     parser.add_argument("--losses", nargs="+", metavar="LOSS",
                         help="losses to compare (default: every registered loss)")
     parser.add_argument("--seeds", nargs="+", metavar="SEED",

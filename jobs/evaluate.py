@@ -5,14 +5,19 @@ Launch from the repository root, for example::
     python jobs/evaluate.py --config configs/tiny.yaml policy=runs/tiny/checkpoints/e2
     python jobs/evaluate.py --config configs/tiny.yaml            (the base policy alone)
     ray job submit --working-dir . -- python jobs/evaluate.py --config configs/hh-lire.yaml \\
-        policy=/shared/runs/hh-lire/checkpoints/e2 output=/shared/runs/hh-lire/eval-e2
+        run.dir=/shared/runs/hh-lire policy=/shared/runs/hh-lire/checkpoints/e2 output=eval-e2
 
 ``policy=CKPT`` is the checkpoint to evaluate (a run's ``checkpoints/e{k}``, a ``jobs/train.py``
 output, or any Hugging Face directory of the recipe's architecture); the base policy is the
 recipe's ``model.policy`` and the reference ``model.reference`` (default: the base).
-``output=DIR`` is the output directory (default ``<run.dir>/eval``); a non-empty one is refused
-unless ``--overwrite`` is given. The held-out prompts are ``data.eval`` (``data.eval_prompts``
-of them), sampled greedily and at every ``eval.temperatures``, scored by every reward model.
+``output=DIR`` is the output directory, under ``run.dir`` (default ``<run.dir>/eval``): a
+relative path is taken relative to ``run.dir``, an absolute one must lie inside it, and one
+that leaves it (``..``, another absolute path) or is ``run.dir`` itself is refused before
+anything is written; to write elsewhere, set ``run.dir``. A non-empty output directory is
+refused unless ``--overwrite`` is given. The policy's tokenizer (and the reference's) is
+checked in this process before Ray starts. The held-out prompts are ``data.eval``
+(``data.eval_prompts`` of them), sampled greedily and at every ``eval.temperatures``, scored by
+every reward model.
 
 Written there: ``report.md`` (mean reward per reward model, win rate against the human-written
 answer per judge and averaged, KL(pi || pi_ref) with its standard error, negative-flip rate
@@ -36,8 +41,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
 from lire_ray.errors import ConfigError  # noqa: E402
+from lire_ray.rundir import confine_output  # noqa: E402
 
 JOB_OPTIONS = ("policy", "output")
+DEFAULT_OUTPUT = "eval"
 
 
 def split_job_options(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -59,11 +66,17 @@ def split_job_options(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def main(args) -> int:
-    from lire_ray.evaluate.policy_eval import run_evaluation
+    from lire_ray.evaluate.policy_eval import check_eval_recipe, run_evaluation
+    from lire_ray.models import check_tokenizers
+    from lire_ray.pipeline import resolve_policy
 
     args.overrides, opts = split_job_options(args.overrides)
     recipe = parse_recipe(args)
-    report = run_evaluation(recipe, policy=opts.get("policy"), out_dir=opts.get("output"),
+    out = confine_output(recipe.run.dir, opts.get("output", DEFAULT_OUTPUT))
+    check_eval_recipe(recipe)
+    check_tokenizers(resolve_policy(recipe), recipe.model.reference,
+                     trust_remote_code=recipe.model.trust_remote_code)
+    report = run_evaluation(recipe, policy=opts.get("policy"), out_dir=out,
                             overwrite=args.overwrite)
     print(f"report: {report}")
     return 0
@@ -71,8 +84,8 @@ def main(args) -> int:
 
 if __name__ == "__main__":
     parser = job_parser(__doc__.split("\n\n")[0], epilog="job options: policy=CKPT (checkpoint "
-                        "to evaluate; default: the base policy), output=DIR (default "
-                        "<run.dir>/eval)")
+                        "to evaluate; default: the base policy), output=DIR (under run.dir; "
+                        f"default <run.dir>/{DEFAULT_OUTPUT})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results in a non-empty output directory")
     run_job(main, parser)

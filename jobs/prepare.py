@@ -8,6 +8,15 @@ Launch from the repository root, for example::
         --on-bad-row skip
     python jobs/prepare.py --format chat --input chats.parquet --output pools/chat --limit 1000
 
+Where it writes: ``--output DIR`` is the pool directory, wherever the user chooses (a relative
+path is taken from the current directory). Unlike the recipe-driven jobs, whose outputs are
+confined to ``run.dir``, this job has no run directory: a prepared pool is an input that many
+runs read (``data.train=DIR``), so it lives outside any of them. It writes nothing but that
+directory (and its missing parents), built under a temporary sibling name and renamed into
+place, and ``--overwrite`` replaces only an existing pool (a directory with ``manifest.json``)
+or an empty directory: a directory holding anything else, or a file, is refused before the
+input is read.
+
 Exit status 0 on success; on bad input a short message naming file, row and field, exit
 status 1, and no output directory (``--debug`` adds the traceback).
 """
@@ -59,14 +68,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="local .jsonl/.json/.parquet file (optionally .gz) or a Hugging Face "
                         "datasets id (loaded only when no such path exists)")
     p.add_argument("--output", required=True, metavar="DIR",
-                   help="pool directory to create (written atomically)")
+                   help="pool directory to create (written atomically; relative to the "
+                        "current directory)")
     p.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
     p.add_argument("--hf-config", default=None, help="configuration name of a hub dataset")
     p.add_argument("--on-bad-row", default="error", choices=ON_BAD_ROW,
                    help="stop at the first bad row (default) or skip and count bad rows")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="read at most N input rows")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing pool (or empty directory) at DIR; anything else "
+                        "there is refused")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p.parse_args(argv)
 

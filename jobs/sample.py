@@ -82,6 +82,7 @@ def split_options(overrides: list[str], default_output: str) -> tuple[list[str],
 
 def main(args) -> int:
     from lire_ray import cluster
+    from lire_ray.models import check_tokenizers
     from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
     from lire_ray.rewards import NORM_METADATA_KEY, save_norm_stats, stats_from_dict
     from lire_ray.stream import (
@@ -109,6 +110,7 @@ def main(args) -> int:
                   if rm.normalize == "zscore" and rm.name in stored}
     out = pool_output_dir(recipe.run.dir, output, overwrite=args.overwrite)
     policy = resolve_policy(recipe)
+    check_tokenizers(policy, trust_remote_code=recipe.model.trust_remote_code)
     recipe = job_namespace(recipe, "sample", out)
     k = recipe.sampler.num_candidates
     work = out.parent / f".{out.name}.sample"

@@ -38,7 +38,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
 from lire_ray.errors import ConfigError, RunDirError  # noqa: E402
-from lire_ray.rundir import COMPLETE_MARKER, confine  # noqa: E402
+from lire_ray.rundir import COMPLETE_MARKER, confine_output  # noqa: E402
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
@@ -65,6 +65,7 @@ def split_output(overrides: list[str]) -> tuple[list[str], str]:
 def main(args) -> int:
     from actors.trainer import TrainerGroup
     from lire_ray import cluster
+    from lire_ray.models import check_tokenizers
     from lire_ray.pipeline import resolve_policy
     from lire_ray.pool import read_pool_dataset, verify_pool
 
@@ -79,7 +80,7 @@ def main(args) -> int:
     if recipe.data.max_prompts is not None:
         num_prompts = min(num_prompts, recipe.data.max_prompts)
     run_dir = Path(recipe.run.dir).resolve()
-    out = confine(run_dir, output)
+    out = confine_output(run_dir, output)
     storage = run_dir / "ray_train"
     if not recipe.run.resume:
         if (out / COMPLETE_MARKER).is_file():
@@ -89,6 +90,8 @@ def main(args) -> int:
             raise RunDirError(f"{storage / (RUN_NAME + '-v1')} holds an earlier training run; "
                               "pass run.resume=true to continue it or choose another run.dir")
     init_model = resolve_policy(recipe)
+    check_tokenizers(init_model, recipe.model.reference,
+                     trust_remote_code=recipe.model.trust_remote_code)
     handle = cluster.connect(recipe.ray)
     try:
         print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "

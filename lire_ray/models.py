@@ -257,11 +257,45 @@ def _load_error(name: str, what: str, err: Exception) -> ModelLoadError:
         f"unreachable (offline) or has no such repository: {type(err).__name__}: {err}")
 
 
+def ensure_pad_token(tokenizer, name: str):
+    """Give ``tokenizer`` a pad token, reusing eos when it has none (as Llama tokenizers need).
+
+    Batching needs a pad id. Padded positions are found from attention masks and sequence
+    lengths, never by comparing ids with the pad id, so a real eos is never taken for padding
+    and reusing eos changes no result.
+
+    Args:
+        tokenizer: A ``transformers`` tokenizer; changed in place.
+        name: Its hub id or local path, for the messages.
+
+    Returns:
+        ``tokenizer``, with ``pad_token`` set.
+
+    Raises:
+        ModelLoadError: The tokenizer has neither a pad token nor an eos token.
+    """
+    if tokenizer.pad_token is not None:
+        return tokenizer
+    if tokenizer.eos_token is None:
+        where = (str(Path(name).expanduser() / "tokenizer_config.json")
+                 if Path(name).expanduser().is_dir() else
+                 f"the tokenizer_config.json of a local copy of '{name}'")
+        raise ModelLoadError(
+            f"tokenizer '{name}' has neither a pad token nor an eos token, so batches cannot be "
+            f"padded; set one in {where}, e.g. "
+            f"\"pad_token\": \"<pad>\" or \"eos_token\": \"</s>\" naming a token of its "
+            f"vocabulary")
+    logger.warning("tokenizer '%s' has no pad token; using eos (%r) as pad", name,
+                   tokenizer.eos_token)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
     """Load a tokenizer from a hub id or a local directory, guaranteeing a pad token.
 
-    A tokenizer without a pad token gets ``pad = eos`` (with a logged warning): batching needs
-    a pad id, and pad positions are always masked out, so reusing eos changes no result.
+    A tokenizer without a pad token gets ``pad = eos`` (with a logged warning), see
+    :func:`ensure_pad_token`.
 
     Args:
         name_or_path: Hub id (``org/name``) or local directory.
@@ -271,7 +305,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
         A ``transformers`` tokenizer with ``pad_token`` set.
 
     Raises:
-        ModelLoadError: Missing local path, unreachable hub, or no pad and no eos token.
+        ModelLoadError: Missing local path, unreachable hub, or no pad and no eos token (the
+            message names the path and the setting to add).
     """
     from transformers import AutoTokenizer
 
@@ -280,13 +315,30 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises OSError, ValueError, hub errors, ...
         raise _load_error(name, "tokenizer", err) from err
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelLoadError(f"tokenizer '{name}' has neither a pad token nor an eos token")
-        logger.warning("tokenizer '%s' has no pad token; using eos (%r) as pad", name,
-                       tokenizer.eos_token)
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return ensure_pad_token(tokenizer, name)
+
+
+def check_tokenizers(*names_or_paths: str | os.PathLike | None,
+                     trust_remote_code: bool = False) -> None:
+    """Load every local tokenizer among ``names_or_paths`` once, in the driver, before Ray starts.
+
+    The actors load their tokenizers themselves, so without this a tokenizer they cannot use
+    fails only after the cluster, the actors and the run directory exist, behind an actor
+    error. Hub ids are left to the actors: a driver on a cluster's head node may have neither
+    network access nor the hub cache the workers use.
+
+    Args:
+        names_or_paths: Hub ids or local directories; ``None`` entries (an unset
+            ``model.reference``) are skipped.
+        trust_remote_code: Passed to ``AutoTokenizer.from_pretrained``.
+
+    Raises:
+        ModelLoadError: A local tokenizer cannot be loaded, or has neither a pad nor an eos
+            token.
+    """
+    for name in dict.fromkeys(str(n) for n in names_or_paths if n is not None):
+        if Path(name).expanduser().is_dir():
+            load_tokenizer(name, trust_remote_code=trust_remote_code)
 
 
 def resolve_dtype(dtype: str):

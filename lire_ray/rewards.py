@@ -193,6 +193,8 @@ class HFRewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from lire_ray.models import ensure_pad_token
+
         self.cfg = cfg
         self.device = device
         try:
@@ -205,8 +207,7 @@ class HFRewardModel:
             raise ModelLoadError(f"reward model '{cfg.name}': cannot load '{cfg.path}' (a hub id "
                                  f"needs network access; a local directory must hold a HF model "
                                  f"with safetensors weights): {exc}") from None
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer, cfg.path)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.truncated = 0

@@ -68,8 +68,20 @@ def replace_dir(tmp: Path, out: Path) -> None:
 def confine(base: Path, relative: str | os.PathLike) -> Path:
     """Resolve ``relative`` under ``base`` and refuse anything that escapes it.
 
+    A relative path is taken relative to ``base``; an absolute one is kept as it is, so it
+    passes only when it lies inside ``base``. Symbolic links are resolved first, so a link
+    inside ``base`` that points elsewhere escapes too.
+
+    Args:
+        base: The directory outputs must stay in (usually ``run.dir``).
+        relative: The path to place under it.
+
+    Returns:
+        The resolved absolute path (``base`` itself for ``"."``).
+
     Raises:
-        RunDirError: The path is absolute or climbs out of ``base`` with ``..``.
+        RunDirError: The path is absolute and outside ``base``, or climbs out of it with ``..``
+            or through a symbolic link.
     """
     base = Path(base).resolve()
     target = (base / relative).resolve()
@@ -176,3 +188,30 @@ class RunDir:
         """Append one JSON line to ``metrics.jsonl``."""
         with self.metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def confine_output(run_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """A job's ``output=`` directory: under ``run.dir``, never ``run.dir`` itself.
+
+    ``run.dir`` itself is refused because a run keeps its own ``report.md``, ``metrics.json``,
+    ``plots/`` and checkpoints there, which a job's output (and ``--overwrite``) would replace.
+
+    Args:
+        run_dir: The recipe's ``run.dir``.
+        output: The job's ``output=`` value, relative to ``run_dir`` (or absolute inside it).
+
+    Returns:
+        The resolved absolute directory.
+
+    Raises:
+        RunDirError: ``output`` leaves ``run_dir`` or is ``run_dir`` itself.
+    """
+    base = Path(run_dir).resolve()
+    try:
+        out = confine(base, output)
+    except RunDirError as exc:
+        raise RunDirError(f"output={output}: {exc}; give a directory under run.dir, or set "
+                          "run.dir=... to write elsewhere") from None
+    if out == base:
+        raise RunDirError(f"output={output} is run.dir {base} itself; name a directory under it")
+    return out

@@ -19,6 +19,7 @@ from lire_ray import evaluation as ev
 from lire_ray import pipeline, telemetry
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
+from lire_ray.models import check_tokenizers
 from lire_ray.report import markdown_table, plot_curves, plot_reward_distribution, write_report
 from lire_ray.rundir import RunDir, atomic_write_text
 
@@ -64,6 +65,8 @@ def run(recipe: Recipe) -> Path:
     eval_rows = (pipeline.load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
                  if recipe.data.eval else [])
     policy = pipeline.resolve_policy(recipe)
+    check_tokenizers(policy, recipe.model.reference,
+                     trust_remote_code=recipe.model.trust_remote_code)
     handle = cluster.connect(recipe.ray)
     try:
         cluster.check_feasible(recipe.resources, ("sampler", "reward", "reference")

@@ -413,15 +413,10 @@ def pool_output_dir(run_dir: str | Path, output: str, *, overwrite: bool) -> Pat
         DataError: Something is already there and may not be replaced (a pool without
             ``overwrite``; anything that is not a pool or an empty directory, always).
     """
-    from lire_ray.errors import RunDirError
     from lire_ray.pool import check_pool_target
-    from lire_ray.rundir import confine
+    from lire_ray.rundir import confine_output
 
-    base = Path(run_dir).resolve()
-    out = confine(base, output)
-    if out == base:
-        raise RunDirError(f"output= must name a directory under run.dir {base}, not run.dir")
-    return check_pool_target(out, overwrite)
+    return check_pool_target(confine_output(run_dir, output), overwrite)
 
 
 def source_metadata(source: str) -> dict:

@@ -59,7 +59,8 @@ def cache(tmp_path_factory):
 def compare_run(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "out"
     proc = _run("compare.py", "--config", "configs/tiny-compare.yaml", "--losses", "lire", "dpo",
-                "--seeds", "0", f"run.cache_dir={cache}", f"output={out}",
+                "--seeds", "0", f"run.cache_dir={cache}", f"run.dir={out.parent}",
+                f"output={out}",
                 "data.max_prompts=16", "data.eval_prompts=8", "eval.temperatures=[0.0, 1.0]")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out
@@ -97,7 +98,7 @@ def test_evaluate_checkpoint_against_base(compare_run, cache, tmp_path):
     out = tmp_path / "eval"
     ckpt = compare_run / "checkpoints" / "lire-s0"
     args = ["--config", "configs/tiny.yaml", f"run.cache_dir={cache}", f"policy={ckpt}",
-            f"output={out}", "data.eval_prompts=8", "eval.kl_samples=6", "eval.best_of_n=[1,3]"]
+            f"run.dir={tmp_path}", f"output={out}", "data.eval_prompts=8", "eval.kl_samples=6", "eval.best_of_n=[1,3]"]
     proc = _run("evaluate.py", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     metrics = json.loads((out / "metrics.json").read_text())

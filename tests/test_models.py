@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 
 import pytest
@@ -14,6 +15,8 @@ from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.models import (
     build_tiny_policy,
     build_tiny_reward_model,
+    check_tokenizers,
+    ensure_pad_token,
     load_causal_lm,
     load_tokenizer,
 )
@@ -169,3 +172,101 @@ def test_missing_pad_token_falls_back_to_eos(policy_dir, tmp_path, caplog):
     assert reloaded.pad_token == reloaded.eos_token == tok.eos_token
     assert reloaded.pad_token_id == tok.eos_token_id
     assert any("no pad token" in r.getMessage() for r in caplog.records)
+
+
+def _strip_special(tokenizer, out_dir, *names):
+    """Save ``tokenizer`` to ``out_dir`` without the special tokens ``names`` (e.g. pad)."""
+    for name in names:
+        setattr(tokenizer, name, None)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def test_tokenizer_without_pad_or_eos_names_the_file_to_fix(tmp_path):
+    from _tiny_tokenizer import tiny_tokenizer
+
+    bare = _strip_special(tiny_tokenizer(), tmp_path / "bare", "pad_token", "eos_token")
+    before = sorted((p.name, p.read_bytes()) for p in bare.iterdir())
+    with pytest.raises(ModelLoadError) as err:
+        load_tokenizer(bare)
+    message = str(err.value)
+    assert f"'{bare}'" in message and "neither a pad token nor an eos token" in message
+    assert str(bare / "tokenizer_config.json") in message and '"pad_token"' in message
+    assert sorted((p.name, p.read_bytes()) for p in bare.iterdir()) == before  # nothing fixed
+
+
+def test_hub_tokenizer_without_pad_or_eos_points_to_a_local_copy():
+    from _tiny_tokenizer import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.pad_token = tok.eos_token = None
+    with pytest.raises(ModelLoadError, match="local copy of 'some-org/chat-model'"):
+        ensure_pad_token(tok, "some-org/chat-model")
+
+
+def test_eos_only_tokenizer_pads_with_eos_and_keeps_real_eos(tmp_path):
+    from _tiny_tokenizer import tiny_tokenizer
+
+    from lire_ray.collate import tokenize_group
+    from lire_ray.pool import PoolRow
+
+    ref = tiny_tokenizer()
+    eos_only = _strip_special(tiny_tokenizer(), tmp_path / "eos-only", "pad_token")
+    tok = load_tokenizer(eos_only)
+    eos = ref.convert_tokens_to_ids("<eos>")
+    assert tok.pad_token == "<eos>" and tok.pad_token_id == tok.eos_token_id == eos
+    texts = ["the cat", "the quick brown fox jumps over the lazy dog"]
+    alone = [ref(t)["input_ids"] for t in texts]
+    batch = tok(texts, padding=True)
+    width = max(len(ids) for ids in alone)
+    for ids, mask, own in zip(batch["input_ids"], batch["attention_mask"], alone):
+        assert ids == own + [eos] * (width - len(own))
+        assert mask == [1] * len(own) + [0] * (width - len(own))
+    # A response's closing eos is the pad id now, and must still count as a response token.
+    row = PoolRow(prompt_id="p", prompt="Human: What is a cat?", responses=["A cat.", "Fur."],
+                  sources=["human", "human"], policy_version=[-1, -1])
+    group = tokenize_group(row, tok, max_prompt_tokens=64, max_response_tokens=64)
+    for text, ids in zip(row.responses, group.response_ids):
+        assert list(ids) == ref(text, add_special_tokens=False)["input_ids"] + [eos]
+
+
+def test_sampler_on_a_policy_without_pad_token_matches_unpadded_decoding(policy_dir, tmp_path):
+    from lire_ray.config import SamplerConfig
+    from lire_ray.sampling import build_sampler
+
+    llama_like = tmp_path / "llama-like"
+    shutil.copytree(policy_dir, llama_like)
+    _strip_special(load_tokenizer(policy_dir), llama_like, "pad_token")
+    config = json.loads((llama_like / "config.json").read_text())
+    config["pad_token_id"] = None  # as in Llama checkpoints
+    (llama_like / "config.json").write_text(json.dumps(config))
+
+    prompts = ["The movie was", "How was your day? The food was great and", "Tell me."]
+    sampler = build_sampler(str(llama_like), SamplerConfig(
+        backend="hf", max_new_tokens=8, temperature=0.0, batch_size=8, seed=0))
+    got = [g[0].token_ids for g in sampler.generate(prompts, n=1)]
+    # Reference: each prompt alone, so no padding at all, with the original (padded) files.
+    tok, model = load_tokenizer(policy_dir), load_causal_lm(policy_dir)
+    for prompt, ids in zip(prompts, got):
+        inp = torch.tensor([tok(prompt)["input_ids"]])
+        out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp),
+                             do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id,
+                             top_k=None, top_p=None, temperature=None)[0, inp.shape[1]:].tolist()
+        if tok.eos_token_id in out:
+            out = out[:out.index(tok.eos_token_id) + 1]
+        assert list(ids) == out, prompt
+
+
+def test_check_tokenizers_loads_local_ones_only(policy_dir, tmp_path, monkeypatch):
+    import transformers
+
+    bare = _strip_special(load_tokenizer(policy_dir), tmp_path / "bare", "pad_token",
+                          "eos_token")
+    check_tokenizers(policy_dir, None)  # a usable tokenizer and an unset reference pass
+    with pytest.raises(ModelLoadError, match=f"'{bare}' has neither a pad token"):
+        check_tokenizers(policy_dir, str(bare))
+    calls = []
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: calls.append(a))
+    check_tokenizers("some-org/unreachable-model")
+    assert calls == []  # a hub id is left to the actors, which may reach the hub

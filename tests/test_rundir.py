@@ -67,6 +67,20 @@ def test_confine_rejects_escapes(tmp_path):
         confine(tmp_path, "/etc/passwd")
 
 
+def test_confine_accepts_absolute_paths_inside_and_follows_links(tmp_path):
+    base = tmp_path / "run"
+    base.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    assert confine(base, base / "eval") == base.resolve() / "eval"
+    assert confine(base, "a/../b") == base.resolve() / "b"
+    assert confine(base, ".") == base.resolve()
+    with pytest.raises(RunDirError, match="escapes"):
+        confine(base, tmp_path / "run-sibling")  # shares the prefix, is not inside
+    (base / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RunDirError, match="escapes"):
+        confine(base, "link/eval")
+
+
 def test_atomic_write_leaves_no_temp_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "state.json"
     atomic_write_text(target, json.dumps({"ok": 1}))
