@@ -65,11 +65,17 @@ def call_role(actors: Sequence, role: str, method: str, *args, **kwargs):
 
 
 def record_busy(timing_dir: str | None, role: str, start: float) -> None:
-    """Append one busy interval (wall-clock seconds) of a stage to ``timing_dir``."""
+    """Append one busy interval (wall-clock seconds) of a stage to ``timing_dir``.
+
+    The file appears under its final name only once complete (written, then renamed), because
+    the driver reads a stream's intervals while a stream sampling ahead still writes them.
+    """
     if timing_dir:
         Path(timing_dir).mkdir(parents=True, exist_ok=True)
-        (Path(timing_dir) / f"{role}-{uuid.uuid4().hex}.json").write_text(
-            json.dumps({"role": role, "start": start, "end": time.time()}))
+        name = f"{role}-{uuid.uuid4().hex}"
+        tmp = Path(timing_dir) / f".{name}.tmp"
+        tmp.write_text(json.dumps({"role": role, "start": start, "end": time.time()}))
+        os.replace(tmp, Path(timing_dir) / f"{name}.json")
 
 
 def busy_intervals(timing_dir: str | Path) -> list[tuple[float, float]]:
