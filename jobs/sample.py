@@ -82,16 +82,16 @@ def split_options(overrides: list[str], default_output: str) -> tuple[list[str],
 
 def main(args) -> int:
     from lire_ray import cluster
-    from lire_ray.models import check_tokenizers
-    from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
-    from lire_ray.rewards import NORM_METADATA_KEY, save_norm_stats, stats_from_dict
-    from lire_ray.stream import (
-        finalize_parts,
+    from lire_ray.jobkit import (
         job_namespace,
         pool_output_dir,
         source_metadata,
         start_stage_actors,
     )
+    from lire_ray.models import check_tokenizers
+    from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
+    from lire_ray.rewards import NORM_METADATA_KEY, save_norm_stats, stats_from_dict
+    from lire_ray.stream import finalize_parts
 
     args.overrides, source, output = split_options(args.overrides, DEFAULT_OUTPUT)
     recipe = parse_recipe(args)

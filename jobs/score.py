@@ -87,6 +87,12 @@ def split_options(overrides: list[str]) -> tuple[list[str], str, str, bool | Non
 
 def main(args) -> int:
     from lire_ray import cluster
+    from lire_ray.jobkit import (
+        job_namespace,
+        pool_output_dir,
+        source_metadata,
+        start_stage_actors,
+    )
     from lire_ray.losses import build_loss
     from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
     from lire_ray.rewards import (
@@ -96,14 +102,7 @@ def main(args) -> int:
         stats_from_dict,
         stats_to_dict,
     )
-    from lire_ray.stream import (
-        call_role,
-        finalize_parts,
-        job_namespace,
-        pool_output_dir,
-        source_metadata,
-        start_stage_actors,
-    )
+    from lire_ray.stream import call_role, finalize_parts
 
     args.overrides, source, output, reference = split_options(args.overrides)
     recipe = parse_recipe(args)

@@ -194,7 +194,7 @@ def build_stream(recipe: Recipe, roles: Roles, rows: Sequence[PoolRow], *,
 
     Args:
         recipe: The recipe (sampler, evolve.keep_human, training reward).
-        roles: The role actors: a :class:`Roles`, or a :class:`lire_ray.stream.StageActors`
+        roles: The role actors: a :class:`Roles`, or a :class:`lire_ray.jobkit.StageActors`
             holding the roles the chosen stages call. The reference stage runs when
             ``roles.references`` is not empty.
         rows: The prompt rows, one per prompt (human-written candidates included).

@@ -10,6 +10,7 @@ import pytest
 
 from lire_ray.config import load_recipe
 from lire_ray.errors import DataError, PoolIntegrityError, RunDirError
+from lire_ray.jobkit import StageActors, job_namespace, pool_output_dir, source_metadata
 from lire_ray.pool import (
     PoolRow,
     read_manifest,
@@ -20,17 +21,13 @@ from lire_ray.pool import (
 )
 from lire_ray.stream import (
     PartWriter,
-    StageActors,
     busy_intervals,
     finalize_parts,
-    job_namespace,
     merge_candidates,
     part_name,
-    pool_output_dir,
     record_busy,
     rso_seed,
     select_candidates,
-    source_metadata,
 )
 
 
