@@ -65,9 +65,6 @@ class RewardActor:
         """Unnormalised scores of flat pairs by every model (or those in ``names``)."""
         return self.rewards.score_raw(prompts, responses, names)
 
-    def fit_normalisation(self, prompts: list[str], responses: list[str]) -> dict[str, NormStats]:
-        return self.rewards.fit_normalisation(prompts, responses)
-
     def reload_normalisation(self) -> dict[str, dict[str, float]]:
         """Load ``norm_file`` again (the driver rewrote it) and return the statistics in use.
 

@@ -43,27 +43,9 @@ if str(ROOT) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
 from lire_ray.errors import ConfigError  # noqa: E402
 from lire_ray.rundir import confine_output  # noqa: E402
-
-
-def split_output(overrides: list[str]) -> tuple[list[str], str | None]:
-    """Take ``output=DIR`` out of the overrides (a job option, not a recipe key).
-
-    Raises:
-        ConfigError: ``output=`` without a directory.
-    """
-    rest, output = [], None
-    for text in overrides:
-        if text.startswith("output="):
-            output = text.partition("=")[2]
-            if not output:
-                raise ConfigError("output= needs a directory")
-        else:
-            rest.append(text)
-    return rest, output
-
 
 LIST_OPTIONS = {"losses": str, "seeds": int, "evolve": int, "iterate": int}
 
@@ -98,7 +80,8 @@ def main(args) -> int:
     from lire_ray.pipeline import resolve_policy
 
     reclaim_overrides(args)
-    args.overrides, output = split_output(args.overrides)
+    args.overrides, opts = take_job_options(args.overrides, ("output",))
+    output = opts.get("output")
     recipe = parse_recipe(args)
     output = confine_output(recipe.run.dir, output or ("grid" if args.grid else "compare"))
     check_eval_recipe(recipe)

@@ -39,30 +39,11 @@ if str(ROOT) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
-from lire_ray.errors import ConfigError  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
 from lire_ray.rundir import confine_output  # noqa: E402
 
 JOB_OPTIONS = ("policy", "output")
 DEFAULT_OUTPUT = "eval"
-
-
-def split_job_options(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Take ``policy=`` and ``output=`` out of the overrides (job options, not recipe keys).
-
-    Raises:
-        ConfigError: One of them is given without a value.
-    """
-    rest, opts = [], {}
-    for text in overrides:
-        key, sep, value = text.partition("=")
-        if sep and key in JOB_OPTIONS:
-            if not value:
-                raise ConfigError(f"{key}= needs a path")
-            opts[key] = value
-        else:
-            rest.append(text)
-    return rest, opts
 
 
 def main(args) -> int:
@@ -70,7 +51,7 @@ def main(args) -> int:
     from lire_ray.models import check_tokenizers
     from lire_ray.pipeline import resolve_policy
 
-    args.overrides, opts = split_job_options(args.overrides)
+    args.overrides, opts = take_job_options(args.overrides, JOB_OPTIONS)
     recipe = parse_recipe(args)
     out = confine_output(recipe.run.dir, opts.get("output", DEFAULT_OUTPUT))
     check_eval_recipe(recipe)

@@ -42,42 +42,12 @@ if str(ROOT) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
 from lire_ray.errors import ConfigError, DataError  # noqa: E402
 
 DEFAULT_OUTPUT = "pools/sampled"
 #: Sampling with policy version 0 produces D_1, the first pool of Algorithm 1.
 EVOLVE_STEP = 1
-
-
-def split_options(overrides: list[str], default_output: str) -> tuple[list[str], str, str]:
-    """Take ``input=`` and ``output=`` out of the overrides (job options, not recipe keys).
-
-    Args:
-        overrides: The command line's ``key=value`` arguments.
-        default_output: The output directory when ``output=`` is not given.
-
-    Returns:
-        The remaining overrides, the input (pool directory or builtin name) and the output
-        directory (relative to ``run.dir``).
-
-    Raises:
-        ConfigError: ``input=`` is missing or empty, or ``output=`` is empty.
-    """
-    rest, source, output = [], None, default_output
-    for text in overrides:
-        if text.startswith("input="):
-            source = text.partition("=")[2]
-        elif text.startswith("output="):
-            output = text.partition("=")[2]
-        else:
-            rest.append(text)
-    if not source:
-        raise ConfigError("input= needs a pool directory or a builtin prompt set "
-                          "(builtin:reviews, builtin:reviews-heldout)")
-    if not output:
-        raise ConfigError("output= needs a directory relative to run.dir")
-    return rest, source, output
 
 
 def main(args) -> int:
@@ -93,7 +63,9 @@ def main(args) -> int:
     from lire_ray.rewards import NORM_METADATA_KEY, save_norm_stats, stats_from_dict
     from lire_ray.stream import finalize_parts
 
-    args.overrides, source, output = split_options(args.overrides, DEFAULT_OUTPUT)
+    args.overrides, opts = take_job_options(args.overrides, ("input", "output"),
+                                            required=("input",))
+    source, output = opts["input"], opts.get("output", DEFAULT_OUTPUT)
     recipe = parse_recipe(args)
     rso = recipe.sampler.rso
     if rso.enabled and recipe.train_reward_name is None:

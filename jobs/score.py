@@ -44,50 +44,17 @@ if str(ROOT) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
 from lire_ray.errors import ConfigError, DataError  # noqa: E402
 
 DEFAULT_OUTPUT = "pools/scored"
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def split_options(overrides: list[str]) -> tuple[list[str], str, str, bool | None]:
-    """Take ``input=``, ``output=`` and ``reference=`` out of the overrides (job options).
-
-    Args:
-        overrides: The command line's ``key=value`` arguments.
-
-    Returns:
-        The remaining overrides, the input pool, the output directory (relative to
-        ``run.dir``) and the reference choice (None: decided by the loss).
-
-    Raises:
-        ConfigError: ``input=`` missing or empty, ``output=`` empty, or ``reference=`` not a
-            boolean.
-    """
-    rest, source, output, reference = [], None, DEFAULT_OUTPUT, None
-    for text in overrides:
-        key, _, value = text.partition("=")
-        if key == "input":
-            source = value
-        elif key == "output":
-            output = value
-        elif key == "reference":
-            if value.strip().lower() not in _BOOLS:
-                raise ConfigError(f"reference= takes true or false, got {value!r}")
-            reference = _BOOLS[value.strip().lower()]
-        else:
-            rest.append(text)
-    if not source:
-        raise ConfigError("input= needs a pool directory (e.g. from jobs/sample.py)")
-    if not output:
-        raise ConfigError("output= needs a directory relative to run.dir")
-    return rest, source, output, reference
-
-
 def main(args) -> int:
     from lire_ray import cluster
     from lire_ray.jobkit import (
+        fit_reward_normalisation,
         job_namespace,
         pool_output_dir,
         source_metadata,
@@ -97,14 +64,21 @@ def main(args) -> int:
     from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
     from lire_ray.rewards import (
         NORM_METADATA_KEY,
-        NormStats,
         save_norm_stats,
         stats_from_dict,
         stats_to_dict,
     )
-    from lire_ray.stream import call_role, finalize_parts
+    from lire_ray.stream import finalize_parts
 
-    args.overrides, source, output, reference = split_options(args.overrides)
+    args.overrides, opts = take_job_options(args.overrides, ("input", "output", "reference"),
+                                            required=("input",))
+    source, output = opts["input"], opts.get("output", DEFAULT_OUTPUT)
+    reference = None
+    if "reference" in opts:
+        word = opts["reference"].strip().lower()
+        if word not in _BOOLS:
+            raise ConfigError(f"reference= takes true or false, got {opts['reference']!r}")
+        reference = _BOOLS[word]
     recipe = parse_recipe(args)
     if not recipe.rewards:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
@@ -144,21 +118,13 @@ def main(args) -> int:
         if to_fit:
             # Fitted once on the whole input pool, then frozen for every batch (and written
             # first to the file, so that a reward actor restarted mid-stream keeps them).
-            raw: dict[str, list[float]] = {n: [] for n in to_fit}
-            bs = recipe.sampler.batch_size
-            for start in range(0, len(rows), bs):
-                chunk = rows[start:start + bs]
-                got = call_role(actors.rewards, "reward", "score_raw",
-                                [r.prompt for r in chunk for _ in r.responses],
-                                [c for r in chunk for c in r.responses], names=to_fit)
-                for n in to_fit:
-                    raw[n].extend(got[n])
-            fitted = {n: NormStats.fit(raw[n]) for n in to_fit}
-            frozen.update(fitted)
-            save_norm_stats(norm_file, frozen)
-            for actor in actors.rewards:
-                call_role([actor], "reward", "reload_normalisation")
-            print(f"fitted z-score statistics on {len(raw[to_fit[0]])} candidates: "
+            frozen = fit_reward_normalisation(
+                actors.rewards, [r.prompt for r in rows for _ in r.responses],
+                [c for r in rows for c in r.responses], names=to_fit, norm_file=norm_file,
+                frozen=frozen,
+                batch_size=recipe.sampler.batch_size * recipe.sampler.num_candidates)
+            fitted = {n: frozen[n] for n in to_fit}
+            print(f"fitted z-score statistics on {sum(r.num_candidates for r in rows)} candidates: "
                   f"{stats_to_dict(fitted)}", flush=True)
         stream = build_stream(recipe, actors, rows, parts_dir=work / "parts", sample=False)
         done = 0

@@ -36,30 +36,13 @@ if str(ROOT) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
 from lire_ray.errors import ConfigError, RunDirError  # noqa: E402
 from lire_ray.rundir import COMPLETE_MARKER, confine_output  # noqa: E402
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
 RUN_NAME = "train"
-
-
-def split_output(overrides: list[str]) -> tuple[list[str], str]:
-    """Take ``output=DIR`` out of the overrides (it is a job option, not a recipe key).
-
-    Returns:
-        The remaining overrides and the output directory (relative to ``run.dir``).
-    """
-    rest, output = [], DEFAULT_OUTPUT
-    for text in overrides:
-        if text.startswith("output="):
-            output = text.partition("=")[2]
-        else:
-            rest.append(text)
-    if not output:
-        raise ConfigError("output= needs a directory relative to run.dir")
-    return rest, output
 
 
 def main(args) -> int:
@@ -69,7 +52,8 @@ def main(args) -> int:
     from lire_ray.pipeline import resolve_policy
     from lire_ray.pool import read_pool_dataset, verify_pool
 
-    args.overrides, output = split_output(args.overrides)
+    args.overrides, opts = take_job_options(args.overrides, ("output",))
+    output = opts.get("output", DEFAULT_OUTPUT)
     recipe = parse_recipe(args, aliases=ALIASES)
     pool = recipe.data.train
     if pool.startswith("builtin:"):

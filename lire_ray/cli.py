@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from lire_ray.config import DEFAULT_RECIPE, Recipe, load_recipe
-from lire_ray.errors import LireError
+from lire_ray.errors import ConfigError, LireError
 
 log = logging.getLogger("lire_ray")
 
@@ -46,6 +46,36 @@ def job_parser(description: str, *, epilog: str | None = None) -> argparse.Argum
 def parse_recipe(args: argparse.Namespace, aliases: dict[str, str] | None = None) -> Recipe:
     """Load the recipe named by ``args.config`` with ``args.overrides`` applied."""
     return load_recipe(args.config, args.overrides, aliases=aliases)
+
+
+def take_job_options(overrides: list[str], names: tuple[str, ...],
+                     required: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """Take a job's own ``name=value`` options (``output=``, ``input=``, ...) out of the overrides.
+
+    Args:
+        overrides: The command line's ``key=value`` arguments.
+        names: The job's option names; every other argument stays a recipe override.
+        required: Options that must be given.
+
+    Returns:
+        The remaining recipe overrides, and the options given, by name.
+
+    Raises:
+        ConfigError: An option is given without a value, or a required one is missing.
+    """
+    rest, opts = [], {}
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if sep and key in names:
+            if not value:
+                raise ConfigError(f"{key}= needs a value")
+            opts[key] = value
+        else:
+            rest.append(text)
+    missing = [f"{name}=" for name in required if name not in opts]
+    if missing:
+        raise ConfigError(f"missing job option {', '.join(missing)}")
+    return rest, opts
 
 
 def setup_logging(debug: bool) -> None:

@@ -1,4 +1,4 @@
-"""Plumbing shared by the pool jobs (``jobs/sample.py``, ``jobs/score.py``).
+"""Plumbing shared by the pool jobs (``jobs/sample.py``, ``jobs/score.py``) and the main job.
 
 :class:`StageActors` holds the role actors a job's stream calls (the jobs start only the roles
 they need, where :class:`lire_ray.pipeline.Roles` starts a whole self-enhancement run's);
@@ -148,3 +148,42 @@ def job_namespace(recipe: Recipe, job: str, out: Path) -> Recipe:
     digest = hashlib.sha1(f"{job}:{Path(out).resolve()}".encode()).hexdigest()[:8]
     ns = f"{recipe.ray.namespace}-{job}-{digest}"
     return recipe.model_copy(update={"ray": recipe.ray.model_copy(update={"namespace": ns})})
+
+
+def fit_reward_normalisation(reward_actors: list, prompts: list[str], responses: list[str], *,
+                             names: list[str], norm_file: str | Path, frozen: dict | None = None,
+                             batch_size: int = 256) -> dict:
+    """Fit z-score statistics on raw scores, freeze them and load them into every reward actor.
+
+    The statistics are written to ``norm_file`` before any actor loads them, so a reward
+    actor that Ray restarts later (it reads the file in its constructor) keeps them.
+
+    Args:
+        reward_actors: The reward actor handles.
+        prompts: The prompt of each response (flat).
+        responses: The responses whose raw scores define the statistics (flat).
+        names: The reward models to fit (those with ``normalize: zscore``).
+        norm_file: The statistics file the actors were started with.
+        frozen: Statistics fixed earlier (by name), kept as they are.
+        batch_size: Pairs per scoring call.
+
+    Returns:
+        Every frozen statistic by reward-model name (:class:`~lire_ray.rewards.NormStats`).
+
+    Raises:
+        ActorFailure: A reward actor failed.
+    """
+    from lire_ray.rewards import NormStats, save_norm_stats
+    from lire_ray.stream import call_role
+
+    raw: dict[str, list[float]] = {n: [] for n in names}
+    for start in range(0, len(responses), batch_size):
+        got = call_role(reward_actors, "reward", "score_raw", prompts[start:start + batch_size],
+                        responses[start:start + batch_size], names=names)
+        for n in names:
+            raw[n].extend(got[n])
+    stats = {**(frozen or {}), **{n: NormStats.fit(raw[n]) for n in names}}
+    save_norm_stats(norm_file, stats)
+    for actor in reward_actors:
+        call_role([actor], "reward", "reload_normalisation")
+    return stats

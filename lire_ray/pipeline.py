@@ -121,27 +121,26 @@ class Roles:
         Returns:
             ``{name: {"mean", "std"}}``, empty when no reward model is normalised.
         """
-        import ray
-
-        from lire_ray.rewards import NormStats, load_norm_stats, save_norm_stats, stats_to_dict
+        from lire_ray.jobkit import fit_reward_normalisation
+        from lire_ray.rewards import stats_to_dict
         from lire_ray.stream import call_role
 
         names = [rm.name for rm in recipe.rewards if rm.normalize == "zscore"]
         if not names or self.norm_file is None:
             return {}
-        if not self.norm_file.is_file():
-            rows = list(rows)[:max_prompts]
-            sampled = call_role(self.samplers, "sampler", "sample", [r.prompt for r in rows],
-                                n=1, keys=[r.prompt_id for r in rows])
-            pairs = [(r.prompt, c.text) for r, cs in zip(rows, sampled) for c in cs]
-            pairs += [(r.prompt, text) for r in rows
-                      for text, src in zip(r.responses, r.sources) if src == HUMAN]
-            raw = call_role(self.rewards, "reward", "score_raw", [p for p, _ in pairs],
-                            [t for _, t in pairs], names)
-            save_norm_stats(self.norm_file, {n: NormStats.fit(raw[n]) for n in names})
-            log.info("reward normalisation fitted on %d candidates", len(pairs))
-        ray.get([a.reload_normalisation.remote() for a in self.rewards])
-        return stats_to_dict(load_norm_stats(self.norm_file))
+        if self.norm_file.is_file():  # a resumed run: the actors loaded the file at start
+            return call_role(self.rewards, "reward", "normalisation")
+        rows = list(rows)[:max_prompts]
+        sampled = call_role(self.samplers, "sampler", "sample", [r.prompt for r in rows],
+                            n=1, keys=[r.prompt_id for r in rows])
+        pairs = [(r.prompt, c.text) for r, cs in zip(rows, sampled) for c in cs]
+        pairs += [(r.prompt, text) for r in rows
+                  for text, src in zip(r.responses, r.sources) if src == HUMAN]
+        stats = fit_reward_normalisation(self.rewards, [p for p, _ in pairs],
+                                         [t for _, t in pairs], names=names,
+                                         norm_file=self.norm_file)
+        log.info("reward normalisation fitted on %d candidates", len(pairs))
+        return stats_to_dict(stats)
 
     def set_phase(self, phase: str) -> None:
         """Tell the samplers which phase begins: ``"train"`` puts them to sleep and

@@ -12,23 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import shapes  # noqa: E402
-from bench.loss_vs_k import run_loss_bench  # noqa: E402
-from bench.naive import naive_sequence_logprobs  # noqa: E402
-from bench.overlap import stage_records, summarize_stages  # noqa: E402
-from bench.report import render  # noqa: E402
-from bench.step import (  # noqa: E402
+from bench import shapes
+from bench.loss_vs_k import run_loss_bench
+from bench.naive import naive_sequence_logprobs
+from bench.overlap import stage_records, summarize_stages
+from bench.report import render
+from bench.step import (
     TOLERANCES,
     agreement,
     parse_variants,
     run_step_bench,
     within,
 )
-from lire_ray.errors import ConfigError  # noqa: E402
+from lire_ray.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = shapes.BatchShape(prompts=2, candidates=3, prompt_len=6, resp_min=2, resp_max=5, seed=3)
 MICRO_QWEN2 = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

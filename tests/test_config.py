@@ -123,3 +123,15 @@ def test_snapshot_round_trips(tmp_path):
     snap = tmp_path / "snap.yaml"
     snap.write_text(r.to_yaml())
     assert load_recipe(snap) == r
+
+
+def test_job_options_are_taken_out_of_the_overrides():
+    from lire_ray.cli import take_job_options
+
+    rest, opts = take_job_options(["input=p", "train.lr=1e-5", "output=o", "inputs=x"],
+                                  ("input", "output"), required=("input",))
+    assert rest == ["train.lr=1e-5", "inputs=x"] and opts == {"input": "p", "output": "o"}
+    with pytest.raises(ConfigError, match="missing job option input="):
+        take_job_options(["output=o"], ("input", "output"), required=("input",))
+    with pytest.raises(ConfigError, match="output= needs a value"):
+        take_job_options(["output="], ("output",))

@@ -5,17 +5,11 @@ whose memory grows on purpose."""
 from __future__ import annotations
 
 import csv
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.soak import (  # noqa: E402
+from bench.soak import (
     MB,
     Obs,
     Proc,

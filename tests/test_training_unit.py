@@ -406,8 +406,9 @@ def test_train_job_refuses_builtin_prompts_and_splits_output():
     spec = importlib.util.spec_from_file_location("train_job", ROOT / "jobs" / "train.py")
     train_job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_job)
-    rest, out = train_job.split_output(["loss=dpo", "output=ckpt/x", "train.lr=1e-5"])
-    assert rest == ["loss=dpo", "train.lr=1e-5"] and out == "ckpt/x"
+    rest, opts = train_job.take_job_options(["loss=dpo", "output=ckpt/x", "train.lr=1e-5"],
+                                            ("output",))
+    assert rest == ["loss=dpo", "train.lr=1e-5"] and opts == {"output": "ckpt/x"}
     args = train_job.job_parser("x").parse_args(["data=builtin:reviews", "loss=sft"])
     with pytest.raises(ConfigError, match="pool directory"):
         train_job.main(args)
