@@ -152,7 +152,7 @@ def _hf_sampler(device: str) -> dict:
     import tempfile
 
     from bench.sampler import checkpoint_params, run_sampler_bench
-    from lire_ray.models import build_tiny_policy
+    from lire_ray.demo.tiny_models import build_tiny_policy
 
     with tempfile.TemporaryDirectory(prefix="lire-gpu-check-") as tmp:
         path = build_tiny_policy(f"{tmp}/policy", vocab_size=8192, hidden_size=256,

@@ -146,7 +146,7 @@ def run_overlap_bench(*, prompts: int = 32, steps: int = 1, epochs: int = 1,
         LireError: Another Ray cluster kept running on this machine (see
             :func:`wait_for_idle_ray`).
     """
-    from lire_ray.tasks.tiny_policy import ensure_tiny_policy
+    from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
     # Build the cached default policy first so that neither timed run pays for it.
     ensure_tiny_policy(ROOT / ".cache" / "lire-ray")

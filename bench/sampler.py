@@ -23,7 +23,7 @@ BACKENDS = ("vllm", "hf")
 
 def bench_prompts(count: int) -> list[str]:
     """``count`` short English prompts from the tiny model's corpus (fixed text)."""
-    from lire_ray.models import default_corpus
+    from lire_ray.demo.tiny_models import default_corpus
 
     lines = [line for line in default_corpus(400) if "\n" not in line]
     return [lines[i % len(lines)] for i in range(count)]

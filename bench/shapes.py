@@ -80,7 +80,7 @@ def make_rewards(shape: BatchShape, device: str) -> torch.Tensor:
 
 def tiny_llama(*, vocab_size: int, hidden_size: int, num_layers: int, device: str,
                seed: int = 0):
-    """A tiny random Llama built with :func:`lire_ray.models.build_tiny_policy`, float32.
+    """A tiny random Llama built with :func:`lire_ray.demo.tiny_models.build_tiny_policy`, float32.
 
     Args:
         vocab_size: V (embedding rows; the BPE tokenizer itself stays small).
@@ -92,7 +92,8 @@ def tiny_llama(*, vocab_size: int, hidden_size: int, num_layers: int, device: st
     Returns:
         ``(model, description)``: the model in train mode, and its shape as a dict.
     """
-    from lire_ray.models import TINY_HEAD_DIM, build_tiny_policy, load_causal_lm
+    from lire_ray.demo.tiny_models import TINY_HEAD_DIM, build_tiny_policy
+    from lire_ray.models import load_causal_lm
 
     with tempfile.TemporaryDirectory(prefix="lire-bench-") as tmp:
         path = build_tiny_policy(f"{tmp}/policy", vocab_size=vocab_size, hidden_size=hidden_size,

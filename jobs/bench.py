@@ -144,7 +144,7 @@ def run_sampler(args) -> dict:
     import tempfile
 
     from bench.sampler import checkpoint_params, run_sampler_bench
-    from lire_ray.models import TINY_HEAD_DIM, build_tiny_policy
+    from lire_ray.demo.tiny_models import TINY_HEAD_DIM, build_tiny_policy
 
     with tempfile.TemporaryDirectory(prefix="lire-bench-sampler-") as tmp:
         path = build_tiny_policy(f"{tmp}/policy", vocab_size=args.tiny_vocab,

@@ -42,7 +42,7 @@ def resolve_policy(recipe: Recipe) -> str:
         ModelLoadError: The policy names a local path that does not exist.
     """
     if recipe.model.policy == "tiny":
-        from lire_ray.tasks.tiny_policy import ensure_tiny_policy
+        from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
         return str(ensure_tiny_policy(recipe.run.cache_dir))
     policy = recipe.model.policy
@@ -59,7 +59,7 @@ def load_prompt_rows(spec: str, limit: int | None) -> list[PoolRow]:
         ConfigError: Unknown builtin name.
     """
     if spec.startswith("builtin:"):
-        from lire_ray.tasks import reviews
+        from lire_ray.demo import reviews
 
         splits = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldout"}
         if spec not in splits:
@@ -168,7 +168,7 @@ class Roles:
 
         import ray
 
-        from lire_ray.rundir import atomic_write_text
+        from lire_ray.atomic import atomic_write_text
 
         if self.state_file is not None:
             atomic_write_text(self.state_file, json.dumps(

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from lire_ray.rundir import atomic_write_text
+from lire_ray.atomic import atomic_write_text
 
 
 def _plt():

@@ -117,7 +117,7 @@ def save_norm_stats(path: str | os.PathLike, stats: Mapping[str, NormStats]) -> 
         path: The file to (re)write.
         stats: Statistics by reward-model name.
     """
-    from lire_ray.rundir import atomic_write_text
+    from lire_ray.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(stats_to_dict(stats), indent=2, allow_nan=False))
 

@@ -20,49 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lire_ray.atomic import atomic_write_text
 from lire_ray.errors import RunDirError
 
 COMPLETE_MARKER = "COMPLETE"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Rename directory ``tmp`` onto ``out`` atomically, moving an existing ``out`` aside first.
-
-    If the rename fails the old ``out`` is put back, so a reader sees the old or the new
-    directory, never a mix.
-    """
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def confine(base: Path, relative: str | os.PathLike) -> Path:

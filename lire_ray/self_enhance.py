@@ -17,11 +17,12 @@ from pathlib import Path
 
 from lire_ray import evaluation as ev
 from lire_ray import pipeline, telemetry
+from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
 from lire_ray.models import check_tokenizers
 from lire_ray.report import markdown_table, plot_curves, plot_reward_distribution, write_report
-from lire_ray.rundir import RunDir, atomic_write_text
+from lire_ray.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

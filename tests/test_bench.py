@@ -151,7 +151,7 @@ def test_loss_bench_smoke():
 
 def test_sampler_bench_skips_missing_vllm(tmp_path, monkeypatch):
     from bench.sampler import run_sampler_bench
-    from lire_ray.models import build_tiny_policy
+    from lire_ray.demo.tiny_models import build_tiny_policy
 
     path = build_tiny_policy(tmp_path / "policy", hidden_size=64, num_layers=1, num_heads=1)
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail

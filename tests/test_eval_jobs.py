@@ -16,8 +16,8 @@ import sys
 import pytest
 from _selfenhance import ROOT, job_env
 
+from lire_ray.demo.tiny_policy import ensure_tiny_policy
 from lire_ray.pool import verify_pool
-from lire_ray.tasks.tiny_policy import ensure_tiny_policy
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    from lire_ray.tasks.tiny_policy import ensure_tiny_policy
+    from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
     return str(ensure_tiny_policy(tmp_path_factory.mktemp("cache")))
 
@@ -126,7 +126,7 @@ def _score_tiny_pool(policy: str, tmp_path):
     rows = [merge_candidates(r, [c.text for c in cs], [0] * 3, keep_human=True, evolve_step=1)
             for r, cs in zip(rows, cands)]
     scored = RewardActor([RewardModelConfig(
-        name="vader", kind="python", path="lire_ray.tasks.reviews:vader_reward")]).score_rows(rows)
+        name="vader", kind="python", path="lire_ray.demo.reviews:vader_reward")]).score_rows(rows)
     out = tmp_path / "scored"
     write_pool(scored, out)
     return out

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from lire_ray.batch import TokenizedGroup
+from lire_ray.demo.tiny_models import build_tiny_policy
 from lire_ray.errors import ConfigError, DataError
 from lire_ray.logprobs import sequence_logprobs
-from lire_ray.models import build_tiny_policy, load_causal_lm
+from lire_ray.models import load_causal_lm
 from lire_ray.packing import pack_shared_prefix
 
 PACKINGS = ["padded", "shared_prefix"]

@@ -11,15 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lire_ray.demo.tiny_models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.errors import ConfigError, ModelLoadError
-from lire_ray.models import (
-    build_tiny_policy,
-    build_tiny_reward_model,
-    check_tokenizers,
-    ensure_pad_token,
-    load_causal_lm,
-    load_tokenizer,
-)
+from lire_ray.models import check_tokenizers, ensure_pad_token, load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_rows_table_rows_round_trip_and_types():
 BAD_CASES = [
     ("prompt_id", "", "prompt_id"),
     ("prompt", "  ", "prompt"),
-    ("responses", [], "responses"),
+    ("responses", [], "sources"),  # K = 0 is allowed, but then sources must be empty too
     ("sources", ["human"], "sources"),
     ("policy_version", [-1, -1, -1], "policy_version"),
     ("rewards", {"rm": [1.0]}, "rewards.rm"),
@@ -87,7 +87,23 @@ BAD_CASES = [
     ("evolve_step", -1, "evolve_step"),
     ("prompt_messages", "not json", "prompt_messages"),
     ("prompt_messages", '[{"role": "user"}]', "prompt_messages"),
+    ("metadata", "[1, 2]", "metadata"),
+    ("metadata", "{not json", "metadata"),
 ]
+
+
+def test_prompt_only_rows_and_new_columns_round_trip(tmp_path):
+    from lire_ray.pool import read_pool, table_to_rows, write_pool
+
+    rows = [PoolRow(prompt_id="p", prompt="q", responses=[], sources=[], policy_version=[],
+                    metadata='{"answer": "4"}'),
+            PoolRow(prompt_id="h", prompt="q2", responses=["a"], sources=["human"],
+                    policy_version=[-1], prompt_text="<|user|>q2", preferred=0)]
+    write_pool(rows, tmp_path / "pool")
+    back = table_to_rows(read_pool(tmp_path / "pool"))
+    assert back == rows
+    assert back[0].num_candidates == 0 and back[0].meta == {"answer": "4"}
+    assert back[0].human_reference is None and back[1].human_reference == "a"
 
 
 @pytest.mark.parametrize("name,value,field", BAD_CASES)
@@ -152,7 +168,7 @@ def test_write_read_round_trip_and_manifest(tmp_path):
     for f in on_disk["files"]:
         assert f["sha256"] == hashlib.sha256((out / f["name"]).read_bytes()).hexdigest()
         meta = pq.read_schema(out / f["name"]).metadata
-        assert meta[b"lire_ray.pool.schema_version"] == b"1"
+        assert meta[b"lire_ray.pool.schema_version"] == str(store.SCHEMA_VERSION).encode()
     assert on_disk["skipped"]["count"] == 3
     assert on_disk["skipped"]["by_reason"] == {
         "rewards_length": {"count": 2, "rows": [4, 11]}, "invalid_json": {"count": 1, "rows": [9]}}
@@ -185,8 +201,8 @@ def test_overwrite_never_replaces_something_that_is_not_a_pool(tmp_path):
 
 
 def test_invalid_rows_write_nothing(tmp_path):
-    rows = make_rows(2) + [PoolRow(prompt_id="x", prompt="p", responses=[], sources=[],
-                                   policy_version=[])]
+    rows = make_rows(2) + [PoolRow(prompt_id="x", prompt="p", responses=["a"], sources=[],
+                                   policy_version=[-1])]
     with pytest.raises(DataError):
         write_pool(rows, tmp_path / "pool")
     assert listed_dirs(tmp_path) == []

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lire_ray.config import RewardModelConfig
+from lire_ray.demo.tiny_models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.errors import DataError, ModelLoadError
-from lire_ray.models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.pool import PoolRow
 from lire_ray.rewards import (
     NORM_METADATA_KEY,

@@ -20,9 +20,9 @@ import sys
 import pytest
 from _selfenhance import ROOT, job_env
 
+from lire_ray.demo import reviews
+from lire_ray.demo.tiny_policy import ensure_tiny_policy
 from lire_ray.pool import read_manifest, read_pool, table_to_rows, write_pool
-from lire_ray.tasks import reviews
-from lire_ray.tasks.tiny_policy import ensure_tiny_policy
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ pytest.importorskip("vllm")
 
 from actors.sampler import SamplerActor  # noqa: E402
 from lire_ray.config import LoraConfig, ModelConfig, SamplerConfig  # noqa: E402
+from lire_ray.demo.tiny_models import build_tiny_policy  # noqa: E402
 from lire_ray.errors import ConfigError, ModelLoadError  # noqa: E402
-from lire_ray.models import build_tiny_policy  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import time
 import pytest
 from _selfenhance import BIN, ROOT, check_pools, job_env
 
+from lire_ray.demo.reviews import afinn_reward, vader_reward
 from lire_ray.pool import read_pool, table_to_rows
-from lire_ray.tasks.reviews import afinn_reward, vader_reward
 
 pytestmark = pytest.mark.integration
 

@@ -295,7 +295,7 @@ def process_group():
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
-    from lire_ray.models import build_tiny_policy
+    from lire_ray.demo.tiny_models import build_tiny_policy
 
     return build_tiny_policy(tmp_path_factory.mktemp("models") / "policy", seed=0)
 

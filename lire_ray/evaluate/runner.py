@@ -21,7 +21,7 @@ from pathlib import Path
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError, RunDirError
 from lire_ray.evaluate.summary import kl_summary, sample_summary
-from lire_ray.pool import HUMAN, PoolRow, policy_source
+from lire_ray.pool import PoolRow, policy_source
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,9 @@ def start_reference(recipe: Recipe, model_path: str, *, max_response_tokens: int
 
 
 def reference_answer(row: PoolRow) -> str | None:
-    """The human-written answer a policy's response is compared with.
-
-    The preferred candidate when the data marks one and it is human-written (HH: the chosen
-    response), else the first human-written candidate, else None.
-    """
-    if 0 <= row.preferred < row.num_candidates and row.sources[row.preferred] == HUMAN:
-        return row.responses[row.preferred]
-    return row.responses[row.sources.index(HUMAN)] if HUMAN in row.sources else None
+    """The human-written answer a policy's response is compared with
+    (:attr:`~lire_ray.pool.PoolRow.human_reference`)."""
+    return row.human_reference
 
 
 @dataclass(frozen=True)

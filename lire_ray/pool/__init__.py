@@ -7,7 +7,8 @@ micro-batch never splits a candidate list. Schema (``POOL_SCHEMA``, version ``SC
     prompt           string, not null     Plain-text prompt, non-blank.
     prompt_messages  string, nullable     Chat input only: JSON array of {"role", "content"}
                                           objects (the turns before the candidates).
-    responses        list<string>         The K candidates, K >= 1.
+    responses        list<string>         The K candidates, K >= 0 (K = 0: a prompt-only row,
+                                          whose candidates self-enhancement samples).
     sources          list<string>         Per candidate: "human", "dataset" or "policy@e{k}".
     policy_version   list<int32>          Per candidate: k for "policy@e{k}", -1 otherwise.
     rewards          list<struct<name: string, scores: list<float64>>>
@@ -18,6 +19,11 @@ micro-batch never splits a candidate list. Schema (``POOL_SCHEMA``, version ``SC
     preferred        int32                Index of the human-preferred candidate, -1 for none.
     ref_logps        list<float64>, nullable  K reference summed log-probs, or null.
     evolve_step      int32                Self-enhancement step that produced the row (0: data).
+    prompt_text      string, nullable     The exact prompt text the sampler was given (chat
+                                          template applied), recorded by sampling; null for data.
+    metadata         string, nullable     JSON object of per-row extras kept from the dataset
+                                          (reference answers, labels, other columns), handed to
+                                          Python reward functions that ask for it.
 
 A pool on disk is a directory of ``part-*.parquet`` files plus ``manifest.json`` holding the
 schema version, row and candidate counts, per-file row counts and sha256, reward-model names,

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from lire_ray.errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = b"lire_ray.pool.schema_version"
 HUMAN = "human"
 DATASET = "dataset"
@@ -32,6 +32,8 @@ POOL_SCHEMA = pa.schema(
         pa.field("preferred", pa.int32(), nullable=False),
         pa.field("ref_logps", pa.list_(pa.float64()), nullable=True),
         pa.field("evolve_step", pa.int32(), nullable=False),
+        pa.field("prompt_text", pa.string(), nullable=True),
+        pa.field("metadata", pa.string(), nullable=True),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
@@ -81,6 +83,8 @@ class PoolRow:
     ref_logps: tuple[float, ...] | None = None
     evolve_step: int = 0
     prompt_messages: str | None = None
+    prompt_text: str | None = None
+    metadata: str | None = None
 
     def __post_init__(self):
         def put(name, value):
@@ -102,6 +106,26 @@ class PoolRow:
     def is_human(self) -> tuple[bool, ...]:
         """Per candidate, whether its source is "human"."""
         return tuple(s == HUMAN for s in self.sources)
+
+    @property
+    def human_reference_index(self) -> int | None:
+        """The candidate a policy's answer is compared with (win rates): the preferred one when
+        the data marks one and it is human-written (HH: the chosen response), else the first
+        human-written candidate, else None."""
+        if 0 <= self.preferred < self.num_candidates and self.sources[self.preferred] == HUMAN:
+            return self.preferred
+        return self.sources.index(HUMAN) if HUMAN in self.sources else None
+
+    @property
+    def human_reference(self) -> str | None:
+        """The text of :attr:`human_reference_index`, or None."""
+        i = self.human_reference_index
+        return None if i is None else self.responses[i]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The row's ``metadata`` JSON object as a dict (empty when there is none)."""
+        return json.loads(self.metadata) if self.metadata else {}
 
 
 def rows_to_table(rows: Iterable[PoolRow], *, source: str = "<rows>") -> pa.Table:
@@ -130,6 +154,8 @@ def rows_to_table(rows: Iterable[PoolRow], *, source: str = "<rows>") -> pa.Tabl
         cols["preferred"].append(r.preferred)
         cols["ref_logps"].append(None if r.ref_logps is None else list(r.ref_logps))
         cols["evolve_step"].append(r.evolve_step)
+        cols["prompt_text"].append(r.prompt_text)
+        cols["metadata"].append(r.metadata)
     try:
         table = pa.Table.from_pydict(cols, schema=POOL_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
@@ -211,9 +237,8 @@ def _check_row(r: dict, source: str, i: int) -> None:
         bad("prompt_id", "is empty")
     if not r["prompt"].strip():
         bad("prompt", "is empty")
+    # K = 0 is a prompt-only row: self-enhancement samples its candidates.
     k = len(r["responses"])
-    if k == 0:
-        bad("responses", "has no candidates (K = 0)")
     for fld in ("responses", "sources", "policy_version"):
         if len(r[fld]) != k:
             bad(fld, f"has {len(r[fld])} entries for {k} responses")
@@ -241,6 +266,13 @@ def _check_row(r: dict, source: str, i: int) -> None:
                 isinstance(m, dict) and isinstance(m.get("role"), str)
                 and isinstance(m.get("content"), str) for m in msgs):
             bad("prompt_messages", "is not a JSON array of {role, content} string objects")
+    if r["metadata"] is not None:
+        try:
+            meta = json.loads(r["metadata"])
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            bad("metadata", "is not a JSON object")
 
 
 def _check_floats(values, k, fld, bad) -> None:

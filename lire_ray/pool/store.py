@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lire_ray.atomic import replace_dir
 from lire_ray.errors import DataError, PoolIntegrityError
 from lire_ray.pool.schema import (
     POOL_SCHEMA,
@@ -27,7 +28,6 @@ from lire_ray.pool.schema import (
     rows_to_table,
     validate_table,
 )
-from lire_ray.rundir import replace_dir
 
 MANIFEST_NAME = "manifest.json"
 DEFAULT_ROWS_PER_FILE = 4096

@@ -2,7 +2,7 @@
 
 ``ensure_tiny_policy(cache_dir)`` builds it once and caches it: a byte-level BPE tokenizer and a
 random-init Llama (:func:`lire_ray.models.build_tiny_policy`), then a short supervised
-fine-tuning on :func:`lire_ray.tasks.reviews.sft_corpus` so that it writes review-like text of
+fine-tuning on :func:`lire_ray.demo.reviews.sft_corpus` so that it writes review-like text of
 mixed sentiment. The cache key covers every build setting, so a change rebuilds; the directory
 appears atomically (built under a temporary name, then renamed).
 """
@@ -14,10 +14,10 @@ import json
 import logging
 import shutil
 import time
-import uuid
 from pathlib import Path
 
-from lire_ray.tasks import reviews
+from lire_ray.atomic import atomic_dir
+from lire_ray.demo import reviews
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +42,16 @@ def ensure_tiny_policy(cache_dir: str | Path) -> Path:
     final = cache_dir / f"tiny-policy-{_key()}"
     if (final / "config.json").is_file():
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".tiny-policy-{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        _build(tmp)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Two processes building at once: the first rename wins, the other's build is dropped.
+    atomic_dir(final, _build, replace=False)
     return final
 
 
 def _build(out: Path) -> None:
     import torch
 
-    from lire_ray.models import build_tiny_policy, load_causal_lm, load_tokenizer
+    from lire_ray.demo.tiny_models import build_tiny_policy
+    from lire_ray.models import load_causal_lm, load_tokenizer
 
     started = time.time()
     log.info("building the tiny default policy (once; cached) ...")
