@@ -1,6 +1,6 @@
 """Reference actor: fills ``ref_logps`` of pool rows with log-probs under the reference policy.
 
-Undecorated on purpose: jobs apply resources from the recipe with
+Undecorated on purpose: the runtime layer applies resources from the recipe with
 ``ray.remote(**resources)(ReferenceActor)``.
 """
 
@@ -23,8 +23,9 @@ class ReferenceActor:
     def annotate_rows(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
         return self.scorer.annotate(rows)
 
-    def logps(self, rows: Sequence[PoolRow]) -> list[list[float]]:
-        return self.scorer.logps(rows)
+    def logps(self, rows: Sequence[PoolRow], *,
+              max_response_tokens: int | None = None) -> list[list[float]]:
+        return self.scorer.logps(rows, max_response_tokens=max_response_tokens)
 
     def ping(self) -> str:
         return "reference"

@@ -1,69 +1,59 @@
-"""The sampler role: a thin actor around :func:`lire_ray.sampling.build_sampler`.
+"""The sampler role: a thin actor around a :func:`lire_ray.sampling.build_sampler` backend.
 
-The class is not decorated; a job applies ``ray.remote(**resources)(SamplerActor)`` with the
-recipe's ``resources.sampler`` (so no CPU/GPU count is fixed here), or hands the class to Ray
-Data ``map_batches`` (it is callable on a batch).
+The class is not decorated; the runtime layer applies ``ray.remote(**resources)`` with the
+recipe's ``resources.sampler``, so no CPU/GPU count is fixed here.
 
-Batches are column dicts (Ray Data's numpy format): ``prompt_id`` and ``prompt`` are required;
-``prompt_messages`` (a JSON array of chat turns, or null) is used instead of ``prompt`` when
-present, formatted with the tokenizer's chat template. The output holds every input column plus
-``responses`` (list<str>), ``sources`` (list<str>, ``"policy@e{version}"`` as in
-:mod:`lire_ray.pool`) and ``policy_version`` (list<int>). When the input already has these
-three list columns (e.g. human-written candidates kept by sec. 4.7 of the paper), the new
-candidates are appended to each row's lists.
-
-Each batch is sampled with a seed derived from ``sampler.seed``, the policy version and the
-batch's prompt_ids (:func:`lire_ray.sampling.call_seed`), so a pool does not depend on which
-replica sampled which batch, nor on restarts.
+Prompts arrive as pool rows (frozen :class:`~lire_ray.pool.PoolRow` messages) and are rendered
+with :func:`lire_ray.collate.render_prompt`, the renderer training uses, so the prompt a
+candidate is sampled from is the prompt it is trained on; each row's rendered text comes back
+with its candidates (:class:`~lire_ray.sampling.PromptSamples`) and is recorded in the pool as
+``prompt_text``. A call keyed by its rows is seeded from ``sampler.seed``, the policy version
+and the rows' prompt ids (:func:`lire_ray.sampling.call_seed`), so a pool does not depend on
+which replica sampled which batch, nor on restarts.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+from lire_ray.collate import render_prompt
 from lire_ray.config import ModelConfig, SamplerConfig
 from lire_ray.errors import DataError
-from lire_ray.pool import policy_source
-from lire_ray.sampling import Candidate, build_sampler, call_seed
-
-_CANDIDATE_COLUMNS = ("responses", "sources", "policy_version")
-
-
-def _as_list(column: Any) -> list:
-    return column.tolist() if hasattr(column, "tolist") else list(column)
+from lire_ray.models import load_tokenizer
+from lire_ray.pool import PoolRow
+from lire_ray.sampling import PromptSamples, build_sampler, call_seed
 
 
 class SamplerActor:
-    """Samples K (or, with RSO, N) candidates per prompt with the current policy.
+    """Samples candidates for prompt rows with the policy it serves.
 
     Args:
         model_path: Local directory or hub id of the initial policy (version 0).
         sampler: The recipe's ``sampler`` section (or its dict form).
         model: The recipe's ``model`` section (LoRA, dtype, prompt limit); defaults if omitted.
-        served_file: JSON file naming the weights the driver last pushed (see
-            :func:`lire_ray.pipeline.Roles.push_weights`); a restarted actor reloads them, so it
-            never falls back to the initial policy in the middle of a run.
+        chat_template: ``data.chat_template`` ("auto", "always" or "never").
+        served_file: JSON file naming the weights the driver last served (written by the
+            runtime layer's role group); a restarted actor reloads them, so it never falls back
+            to the initial policy in the middle of a run.
 
     Raises:
         ConfigError, ModelLoadError, DependencyError: From :func:`build_sampler`.
     """
 
     def __init__(self, model_path: str, sampler: SamplerConfig | Mapping,
-                 model: ModelConfig | Mapping | None = None, served_file: str | None = None):
+                 model: ModelConfig | Mapping | None = None, *, chat_template: str = "auto",
+                 served_file: str | None = None):
         self._cfg = sampler if isinstance(sampler, SamplerConfig) \
             else SamplerConfig.model_validate(sampler)
         model_cfg = model if isinstance(model, ModelConfig) \
             else ModelConfig.model_validate(model or {})
-        self._model_path = str(model_path)
-        self._trust = model_cfg.trust_remote_code
-        self._tokenizer = None
-        self.num_candidates = (self._cfg.rso.num_samples if self._cfg.rso.enabled
-                               else self._cfg.num_candidates)
+        self._chat_template = chat_template
+        self._tokenizer = load_tokenizer(model_path, trust_remote_code=model_cfg.trust_remote_code)
         self.sampler = build_sampler(
-            self._model_path, self._cfg, lora=model_cfg.lora if model_cfg.lora.enabled else None,
+            str(model_path), self._cfg,
+            lora=model_cfg.lora if model_cfg.lora.enabled else None,
             trust_remote_code=model_cfg.trust_remote_code, dtype=model_cfg.dtype,
             max_prompt_tokens=model_cfg.max_prompt_tokens)
         if served_file and os.path.isfile(served_file):
@@ -72,77 +62,48 @@ class SamplerActor:
             load = self.sampler.load_adapter if served["adapter"] else self.sampler.load_weights
             load(served["path"], int(served["version"]))
 
-    def _chat_text(self, messages_json: str, row: int) -> str:
-        if self._tokenizer is None:
-            from lire_ray.models import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self._model_path, trust_remote_code=self._trust)
-        try:
-            messages = json.loads(messages_json)
-            return self._tokenizer.apply_chat_template(messages, tokenize=False,
-                                                       add_generation_prompt=True)
-        except Exception as err:  # bad JSON, bad roles, no template: all a data problem
-            raise DataError(f"cannot format chat turns: {type(err).__name__}: {err}", row=row,
-                            field="prompt_messages") from err
-
-    def generate(self, batch: Mapping[str, Any]) -> dict[str, list]:
-        """Sample candidates for a batch of prompts.
-
-        Args:
-            batch: Columns ``prompt_id`` and ``prompt`` (B rows each), optionally
-                ``prompt_messages`` and existing ``responses``/``sources``/``policy_version``.
-
-        Returns:
-            Every input column as a list, with the candidate columns set or extended.
+    def render(self, rows: Sequence[PoolRow]) -> list[str]:
+        """The prompt text of each row, as this sampler conditions on it.
 
         Raises:
-            DataError: A required column is missing or a prompt is malformed.
+            DataError: A row's chat turns cannot be rendered (names the prompt_id).
         """
-        for col in ("prompt_id", "prompt"):
-            if col not in batch:
-                raise DataError(f"sampler input has no '{col}' column (has {sorted(batch)})",
-                                field=col)
-        out = {name: _as_list(col) for name, col in batch.items()}
-        ids = [str(p) for p in out["prompt_id"]]
-        messages = out.get("prompt_messages") or [None] * len(ids)
-        prompts = [self._chat_text(m, i) if m else p
-                   for i, (p, m) in enumerate(zip(out["prompt"], messages, strict=True))]
-        version = self.sampler.policy_version
-        seed = call_seed(self._cfg.seed, version, ids)
-        groups: list[list[Candidate]] = self.sampler.generate(prompts, n=self.num_candidates,
-                                                              seed=seed)
-        new = {"responses": [[c.text for c in g] for g in groups],
-               "sources": [[policy_source(c.policy_version) for c in g] for g in groups],
-               "policy_version": [[c.policy_version for c in g] for g in groups]}
-        extend = all(col in out for col in _CANDIDATE_COLUMNS)
-        for col in _CANDIDATE_COLUMNS:
-            if extend:
-                out[col] = [_as_list(old) + add for old, add in zip(out[col], new[col],
-                                                                    strict=True)]
-            else:
-                out[col] = new[col]
+        out = []
+        for r in rows:
+            try:
+                out.append(render_prompt(r.prompt, r.prompt_messages, self._tokenizer,
+                                         chat_template=self._chat_template))
+            except DataError as err:
+                raise DataError(err.message, source=f"prompt_id {r.prompt_id}",
+                                field="prompt_messages") from err
         return out
 
-    __call__ = generate
-
-    def sample(self, prompts: list[str], *, n: int, keys: list[str] | None = None,
-               temperature: float | None = None, seed: int | None = None) -> list[list[Candidate]]:
-        """Sample ``n`` candidates per prompt (the driver's entry point: pool stages, evaluation).
+    def sample_rows(self, rows: Sequence[PoolRow], *, n: int, temperature: float | None = None,
+                    top_p: float | None = None, seed: int | None = None) -> list[PromptSamples]:
+        """Sample ``n`` candidates for each row's prompt.
 
         Args:
-            prompts: B prompt texts.
+            rows: B prompt rows (only ``prompt_id``, ``prompt`` and ``prompt_messages`` are
+                read).
             n: Candidates per prompt.
-            keys: Per-prompt ids; when given (and ``seed`` is not), the seed is derived from
-                them and the policy version, so a retried batch gets the same candidates.
             temperature: Overrides ``sampler.temperature`` for this call (0 = greedy).
-            seed: Explicit sampling seed.
+            top_p: Overrides ``sampler.top_p`` for this call.
+            seed: Explicit sampling seed; default: derived from ``sampler.seed``, the policy
+                version and the rows' prompt ids, so a retried batch gets the same candidates.
 
         Returns:
-            B lists of n :class:`~lire_ray.sampling.Candidate`.
+            B :class:`~lire_ray.sampling.PromptSamples`, in row order.
+
+        Raises:
+            DataError: A prompt cannot be rendered or encoded.
         """
-        if seed is None and keys is not None:
-            seed = call_seed(self._cfg.seed, self.sampler.policy_version, keys)
-        return self.sampler.generate(list(prompts), n=n, seed=seed, temperature=temperature)
+        texts = self.render(rows)
+        if seed is None:
+            seed = call_seed(self._cfg.seed, self.sampler.policy_version,
+                             [r.prompt_id for r in rows])
+        groups = self.sampler.generate(texts, n=n, seed=seed, temperature=temperature,
+                                       top_p=top_p)
+        return [PromptSamples(t, tuple(g)) for t, g in zip(texts, groups, strict=True)]
 
     def load_weights(self, path: str, version: int) -> int:
         """Serve the full checkpoint in ``path`` as policy ``version``; returns the version."""

@@ -31,21 +31,9 @@ checked in this process before Ray starts.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# Workers of a Ray cluster started by this job inherit its environment: let them import the
-# project from any working directory.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
-from lire_ray.errors import ConfigError  # noqa: E402
-from lire_ray.rundir import confine_output  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
+from lire_ray.errors import ConfigError
+from lire_ray.rundir import confine_output
 
 LIST_OPTIONS = {"losses": str, "seeds": int, "evolve": int, "iterate": int}
 
@@ -75,9 +63,9 @@ def reclaim_overrides(args) -> None:
 
 
 def main(args) -> int:
-    from lire_ray.evaluate.policy_eval import check_eval_recipe
+    from lire_ray.inputs import resolve_policy
     from lire_ray.models import check_tokenizers
-    from lire_ray.pipeline import resolve_policy
+    from lire_ray.studies.evaluate import check_eval_recipe
 
     reclaim_overrides(args)
     args.overrides, opts = take_job_options(args.overrides, ("output",))
@@ -88,15 +76,15 @@ def main(args) -> int:
     check_tokenizers(resolve_policy(recipe), recipe.model.reference,
                      trust_remote_code=recipe.model.trust_remote_code)
     if args.grid:
-        from lire_ray.evaluate.grid import run_grid
+        from lire_ray.studies.grid import run_grid
 
         evolve = args.evolve or list(range(1, recipe.evolve.steps + 1))
         iterate = args.iterate or [recipe.train.epochs]
         report = run_grid(recipe, evolve=evolve, iterate=iterate, out_dir=output,
                           overwrite=args.overwrite)
     else:
-        from lire_ray.evaluate.compare import run_compare
         from lire_ray.losses import list_losses
+        from lire_ray.studies.compare import run_compare
 
         report = run_compare(recipe, losses=args.losses or list_losses(),
                              seeds=args.seeds if args.seeds is not None else [recipe.train.seed],

@@ -27,29 +27,17 @@ the plots under ``plots/``.
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# Workers of a Ray cluster started by this job inherit its environment: let them import the
-# project from any working directory.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
-from lire_ray.rundir import confine_output  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
+from lire_ray.rundir import confine_output
 
 JOB_OPTIONS = ("policy", "output")
 DEFAULT_OUTPUT = "eval"
 
 
 def main(args) -> int:
-    from lire_ray.evaluate.policy_eval import check_eval_recipe, run_evaluation
+    from lire_ray.inputs import resolve_policy
     from lire_ray.models import check_tokenizers
-    from lire_ray.pipeline import resolve_policy
+    from lire_ray.studies.evaluate import check_eval_recipe, run_evaluation
 
     args.overrides, opts = take_job_options(args.overrides, JOB_OPTIONS)
     recipe = parse_recipe(args)

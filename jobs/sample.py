@@ -29,21 +29,10 @@ refused before anything is written.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# Workers of a Ray cluster started by this job inherit its environment: let them import the
-# project from any working directory.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
-from lire_ray.errors import ConfigError, DataError  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
+from lire_ray.errors import ConfigError
 
 DEFAULT_OUTPUT = "pools/sampled"
 #: Sampling with policy version 0 produces D_1, the first pool of Algorithm 1.
@@ -51,17 +40,11 @@ EVOLVE_STEP = 1
 
 
 def main(args) -> int:
-    from lire_ray import cluster
-    from lire_ray.jobkit import (
-        job_namespace,
-        pool_output_dir,
-        source_metadata,
-        start_stage_actors,
-    )
+    from lire_ray.inputs import load_prompt_rows, resolve_policy, source_metadata
     from lire_ray.models import check_tokenizers
-    from lire_ray.pipeline import build_stream, load_prompt_rows, resolve_policy
-    from lire_ray.rewards import NORM_METADATA_KEY, save_norm_stats, stats_from_dict
-    from lire_ray.stream import finalize_parts
+    from lire_ray.rewards import NORM_METADATA_KEY
+    from lire_ray.rundir import pool_output_dir
+    from lire_ray.runtime import PoolBuilder, RoleGroup, connect, disconnect, namespace_for
 
     args.overrides, opts = take_job_options(args.overrides, ("input", "output"),
                                             required=("input",))
@@ -72,57 +55,40 @@ def main(args) -> int:
         raise ConfigError("sampler.rso.enabled needs a reward model to select with "
                           "(rewards: [...], evolve.train_reward)")
     rows = load_prompt_rows(source, recipe.data.max_prompts)
-    if not rows:
-        raise DataError("has no prompts", source=source)
     meta_in = source_metadata(source)
-    frozen = {}
-    if NORM_METADATA_KEY in meta_in:
-        stored = stats_from_dict(meta_in[NORM_METADATA_KEY], source=f"{source}/manifest.json")
-        frozen = {rm.name: stored[rm.name] for rm in recipe.rewards
-                  if rm.normalize == "zscore" and rm.name in stored}
     out = pool_output_dir(recipe.run.dir, output, overwrite=args.overwrite)
     policy = resolve_policy(recipe)
     check_tokenizers(policy, trust_remote_code=recipe.model.trust_remote_code)
-    recipe = job_namespace(recipe, "sample", out)
     k = recipe.sampler.num_candidates
     work = out.parent / f".{out.name}.sample"
-    handle = cluster.connect(recipe.ray)
-    actors = None
+    shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted run
+    handle = connect(recipe.ray)
     try:
-        shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted run
-        norm_file = None
-        if rso.enabled and frozen:
-            norm_file = work / "reward_normalisation.json"
-            save_norm_stats(norm_file, frozen)
-        actors = start_stage_actors(recipe, policy_path=policy, rewards=rso.enabled,
-                                    norm_file=norm_file)
-        how = (f"RSO keeps them from {rso.num_samples} samples by {recipe.train_reward_name}, "
-               f"beta {rso.beta}" if rso.enabled else "no RSO")
-        print(f"sampling K={k} candidates for {len(rows)} prompts from {source} with policy "
-              f"{recipe.model.policy} ({how}); Ray dashboard: {handle.dashboard_url or 'n/a'}",
-              flush=True)
-        stream = build_stream(recipe, actors, rows, evolve_step=EVOLVE_STEP,
-                              parts_dir=work / "parts", score=False)
-        done = 0
-        for batch in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
-            done += batch.num_rows
-            print(f"sampled {done}/{len(rows)} prompts", flush=True)
-        metadata = {"sample": {
-            "input": source, "policy": recipe.model.policy, "policy_version": 0,
-            "evolve_step": EVOLVE_STEP, "num_candidates": k,
-            "keep_human": recipe.evolve.keep_human, "sampler_seed": recipe.sampler.seed,
-            "temperature": recipe.sampler.temperature,
-            "rso": ({"num_samples": rso.num_samples, "beta": rso.beta,
-                     "reward": recipe.train_reward_name} if rso.enabled else None)}}
-        if NORM_METADATA_KEY in meta_in:
+        with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "sample", out),
+                       policy=policy, rewards=rso.enabled, state_dir=work) as roles:
+            norm = roles.normalisation(rows, frozen=meta_in.get(NORM_METADATA_KEY)) \
+                if rso.enabled else {}
+            how = (f"RSO keeps them from {rso.num_samples} samples by "
+                   f"{recipe.train_reward_name}, beta {rso.beta}" if rso.enabled else "no RSO")
+            print(f"sampling K={k} candidates for {len(rows)} prompts from {source} with policy "
+                  f"{recipe.model.policy} ({how}); Ray dashboard: "
+                  f"{handle.dashboard_url or 'n/a'}", flush=True)
+            metadata = {"sample": {
+                "input": source, "policy": recipe.model.policy, "policy_version": 0,
+                "evolve_step": EVOLVE_STEP, "num_candidates": k,
+                "keep_human": recipe.evolve.keep_human, "sampler_seed": recipe.sampler.seed,
+                "temperature": recipe.sampler.temperature,
+                "chat_template": recipe.data.chat_template,
+                "rso": ({"num_samples": rso.num_samples, "beta": rso.beta,
+                         "reward": recipe.train_reward_name} if rso.enabled else None)}}
             # Frozen statistics travel with the prompts, so scoring this pool reuses them.
-            metadata[NORM_METADATA_KEY] = meta_in[NORM_METADATA_KEY]
-        manifest = finalize_parts(work / "parts", out, expected_ids=[r.prompt_id for r in rows],
-                                  metadata=metadata, overwrite=args.overwrite)
+            if norm or NORM_METADATA_KEY in meta_in:
+                metadata[NORM_METADATA_KEY] = {**meta_in.get(NORM_METADATA_KEY, {}), **norm}
+            manifest = PoolBuilder(recipe, roles, sample=True, score=False).build(
+                rows, out_dir=out, parts_dir=work / "parts", evolve_step=EVOLVE_STEP,
+                metadata=metadata, overwrite=args.overwrite, what="sampled")
     finally:
-        if actors is not None:
-            actors.stop()
-        cluster.disconnect(handle)
+        disconnect(handle)
         shutil.rmtree(work, ignore_errors=True)
     print(f"pool: {out} ({manifest['num_rows']} prompts, {manifest['num_candidates']} "
           "candidates)")

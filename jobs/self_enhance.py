@@ -15,15 +15,8 @@ the last completed Evolve step.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lire_ray import self_enhance  # noqa: E402
-from lire_ray.cli import job_parser, parse_recipe, run_job  # noqa: E402
+from lire_ray import self_enhance
+from lire_ray.cli import job_parser, parse_recipe, run_job
 
 ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps",
            "loss": "loss.name", "policy": "model.policy"}

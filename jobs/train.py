@@ -24,21 +24,11 @@ interrupted run continues from its last epoch checkpoint under ``run.dir/ray_tra
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# Workers of a Ray cluster started by this job inherit its environment: let them import the
-# project from any working directory.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options  # noqa: E402
-from lire_ray.errors import ConfigError, RunDirError  # noqa: E402
-from lire_ray.rundir import COMPLETE_MARKER, confine_output  # noqa: E402
+from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
+from lire_ray.errors import ConfigError, RunDirError
+from lire_ray.rundir import COMPLETE_MARKER, confine_output
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
@@ -46,11 +36,11 @@ RUN_NAME = "train"
 
 
 def main(args) -> int:
-    from actors.trainer import TrainerGroup
-    from lire_ray import cluster
+    from lire_ray.inputs import resolve_policy
     from lire_ray.models import check_tokenizers
-    from lire_ray.pipeline import resolve_policy
     from lire_ray.pool import read_pool_dataset, verify_pool
+    from lire_ray.runtime import TrainerGroup, connect, disconnect
+    from lire_ray.training.result import PolicyInit
 
     args.overrides, opts = take_job_options(args.overrides, ("output",))
     output = opts.get("output", DEFAULT_OUTPUT)
@@ -76,7 +66,7 @@ def main(args) -> int:
     init_model = resolve_policy(recipe)
     check_tokenizers(init_model, recipe.model.reference,
                      trust_remote_code=recipe.model.trust_remote_code)
-    handle = cluster.connect(recipe.ray)
+    handle = connect(recipe.ray)
     try:
         print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "
               f"Ray dashboard: {handle.dashboard_url or 'n/a'}", flush=True)
@@ -84,13 +74,10 @@ def main(args) -> int:
         if num_prompts < manifest["num_rows"]:
             dataset = dataset.limit(num_prompts)
         trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME)
-        result = trainer.fit(dataset, num_prompts=num_prompts, init_model=init_model,
+        result = trainer.fit(dataset, num_prompts=num_prompts, init=PolicyInit(init_model),
                              output_dir=str(out), epochs=recipe.train.epochs)
     finally:
-        if handle.started_here:
-            import ray
-
-            ray.shutdown()
+        disconnect(handle)
     last = result.metrics
     print(f"done: {len(result.history)} steps, last loss {last.get('loss', float('nan')):.4f}")
     print(f"policy: {result.checkpoint_dir}" + (f" (LoRA adapter: {result.adapter_dir})"

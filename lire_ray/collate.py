@@ -4,11 +4,14 @@ Shape notation: B prompts per batch, K candidates per prompt, L tokens.
 
 Tokenisation policy:
 
-- Prompt: rendered with the tokenizer's chat template (``add_generation_prompt=True``) when
-  ``use_chat_template`` is True, or when it is "auto", the tokenizer has a template and the row
-  has ``prompt_messages``; the rendered text is tokenised without extra special tokens (the
-  template places them). Otherwise the plain ``prompt`` text is tokenised with the tokenizer's
-  own special tokens (e.g. BOS).
+- Prompt: :func:`render_prompt` is THE prompt renderer, used by sampling, training, reference
+  log-probs and evaluation alike, so the prompt a candidate was sampled from is the prompt its
+  log-probability is trained on. With ``chat_template`` "always", or "auto" when the row has
+  chat turns (``prompt_messages``) and the tokenizer has a template, the prompt is the
+  tokenizer's chat template over the turns (``add_generation_prompt=True``; a plain prompt
+  becomes one user turn under "always"); otherwise it is the plain ``prompt`` text.
+  :func:`encode_prompt` turns that text into ids with one rule: the tokenizer's own special
+  tokens are added (e.g. BOS) and a BOS doubled by a template that already wrote one is dropped.
 - Response: tokenised without special tokens, then EOS appended, so a complete response ends
   with EOS.
 - Truncation: a prompt longer than ``max_prompt_tokens`` loses tokens on the LEFT (the end of
@@ -91,17 +94,54 @@ class TruncationStats:
                 f"dropped), {self.groups_over_budget} prompts over the batch token budget")
 
 
-def _wants_template(row: PoolRow, tokenizer, use_chat_template) -> bool:
+#: Values of ``data.chat_template``.
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+
+
+def _wants_template(prompt_messages: str | None, tokenizer, mode: str) -> bool:
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    if use_chat_template == "auto":
-        return has_template and row.prompt_messages is not None
-    if use_chat_template is True:
+    if mode == "auto":
+        return has_template and prompt_messages is not None
+    if mode == "always":
         if not has_template:
-            raise ModelLoadError("use_chat_template=True but the tokenizer has no chat_template")
+            raise ModelLoadError("data.chat_template=always but the tokenizer has no "
+                                 "chat_template")
         return True
-    if use_chat_template is False:
+    if mode == "never":
         return False
-    raise ConfigError(f"use_chat_template must be 'auto', True or False, got {use_chat_template!r}")
+    raise ConfigError(f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}, "
+                      f"got {mode!r}")
+
+
+def render_prompt(prompt: str, prompt_messages: str | None, tokenizer, *,
+                  chat_template: str = "auto") -> str:
+    """The exact prompt text a policy is conditioned on, for sampling and training alike.
+
+    Args:
+        prompt: The row's plain-text prompt.
+        prompt_messages: The row's chat turns (a JSON array of ``{role, content}``), or None.
+        tokenizer: The policy's tokenizer.
+        chat_template: "auto", "always" or "never" (``data.chat_template``; see the module
+            docstring).
+
+    Returns:
+        The rendered prompt text (a pool row records it as ``prompt_text``).
+
+    Raises:
+        ConfigError: Unknown ``chat_template`` value.
+        ModelLoadError: "always" with a tokenizer that has no chat template.
+        DataError: The chat turns cannot be rendered by the template.
+    """
+    if not _wants_template(prompt_messages, tokenizer, chat_template):
+        return prompt
+    messages = (json.loads(prompt_messages) if prompt_messages is not None
+                else [{"role": "user", "content": prompt}])
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception as err:  # a template raising on roles or content is a data problem
+        raise DataError(f"the chat template cannot render these turns: "
+                        f"{type(err).__name__}: {err}", field="prompt_messages") from err
 
 
 def _ids(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
@@ -109,8 +149,26 @@ def _ids(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int
             ["input_ids"]]
 
 
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt: the tokenizer's special tokens added, a doubled BOS
+    (a template that writes BOS, plus the tokenizer's own) dropped.
+
+    Args:
+        tokenizer: The policy's tokenizer.
+        text: A prompt from :func:`render_prompt`.
+
+    Returns:
+        The ids (possibly empty for an empty text and a tokenizer without BOS).
+    """
+    ids = list(tokenizer(text)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and ids[:2] == [bos, bos]:
+        ids = ids[1:]
+    return ids
+
+
 def tokenize_group(row: PoolRow, tokenizer, *, max_prompt_tokens: int, max_response_tokens: int,
-                   reward_name: str | None = None, use_chat_template="auto") -> TokenizedGroup:
+                   reward_name: str | None = None, chat_template: str = "auto") -> TokenizedGroup:
     """Tokenise one pool row with the policy in the module docstring.
 
     Args:
@@ -119,14 +177,14 @@ def tokenize_group(row: PoolRow, tokenizer, *, max_prompt_tokens: int, max_respo
         max_prompt_tokens: Prompt length limit (left truncation), >= 1.
         max_response_tokens: Per-response length limit including EOS (right truncation), >= 1.
         reward_name: Reward model whose K scores go into ``rewards``; None leaves it None.
-        use_chat_template: "auto", True or False (see module docstring).
+        chat_template: "auto", "always" or "never" (see :func:`render_prompt`).
 
     Returns:
         The group: ``prompt_ids`` length <= max_prompt_tokens, K ``response_ids`` each of
         length <= max_response_tokens, K rewards/ref_logps/is_human, dropped-token counts.
 
     Raises:
-        ConfigError: A limit below 1 or a bad ``use_chat_template`` value.
+        ConfigError: A limit below 1 or a bad ``chat_template`` value.
         ModelLoadError: The tokenizer has no EOS token, or no template while one is required.
         DataError: ``reward_name`` is not among the row's rewards, or the prompt yields no
             tokens.
@@ -137,13 +195,13 @@ def tokenize_group(row: PoolRow, tokenizer, *, max_prompt_tokens: int, max_respo
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ModelLoadError("the tokenizer has no eos_token; responses must end with EOS")
-    if _wants_template(row, tokenizer, use_chat_template):
-        messages = (json.loads(row.prompt_messages) if row.prompt_messages is not None
-                    else [{"role": "user", "content": row.prompt}])
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt = _ids(tokenizer, [text], add_special_tokens=False)[0]
-    else:
-        prompt = _ids(tokenizer, [row.prompt], add_special_tokens=True)[0]
+    try:
+        text = render_prompt(row.prompt, row.prompt_messages, tokenizer,
+                             chat_template=chat_template)
+    except DataError as err:
+        raise DataError(err.message, source=f"prompt_id {row.prompt_id}",
+                        field="prompt_messages") from err
+    prompt = encode_prompt(tokenizer, text)
     if not prompt:
         raise DataError("prompt tokenises to no tokens", source=f"prompt_id {row.prompt_id}",
                         field="prompt")
@@ -175,7 +233,7 @@ def tokenize_groups(rows: Iterable[PoolRow], tokenizer, *, stats: TruncationStat
         tokenizer: As for :func:`tokenize_group`.
         stats: Report to add every group's truncation counts to.
         **kwargs: ``max_prompt_tokens``, ``max_response_tokens``, ``reward_name``,
-            ``use_chat_template``.
+            ``chat_template``.
 
     Returns:
         One group per row, in order.

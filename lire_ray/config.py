@@ -164,6 +164,11 @@ class DataConfig(_Strict):
     eval: str | None = Field(None, description="Held-out pool directory (or builtin split).")
     max_prompts: int | None = Field(None, gt=0)
     eval_prompts: int | None = Field(None, gt=0)
+    chat_template: Literal["auto", "always", "never"] = Field(
+        "auto", description="How prompts are rendered for sampling, training, reference "
+        "log-probs and evaluation alike: 'auto' applies the policy tokenizer's chat template to "
+        "rows with chat turns (prompt_messages) when it has one; 'always' applies it to every "
+        "prompt (a plain prompt becomes one user turn); 'never' uses the plain prompt text.")
 
 
 class ActorResources(_Strict):
@@ -268,6 +273,12 @@ class Recipe(_Strict):
         if self.sampler.sleep_level == 2 and self.model.lora.enabled:
             raise ValueError("sampler.sleep_level=2 drops the base weights that LoRA adapters "
                              "apply to; use sleep_level=1 with model.lora.enabled")
+        room = self.sampler.max_model_len - self.sampler.max_new_tokens
+        if self.sampler.backend == "vllm" and room < self.model.max_prompt_tokens:
+            # Otherwise the sampler would cut prompts shorter than training sees them.
+            raise ValueError(f"sampler.max_model_len ({self.sampler.max_model_len}) must hold "
+                             f"model.max_prompt_tokens ({self.model.max_prompt_tokens}) + "
+                             f"sampler.max_new_tokens ({self.sampler.max_new_tokens})")
         if self.resources.trainer.use_gpu and self.resources.trainer.gpus_per_worker == 0:
             raise ValueError("resources.trainer.use_gpu needs gpus_per_worker > 0")
         return self

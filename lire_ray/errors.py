@@ -24,10 +24,12 @@ class DataError(LireError):
         source: The file (or pool directory) the bad data came from.
         row: The 1-based line (JSONL) or 0-based row index (Parquet), when known.
         field: The offending field, when known.
+        message: What is wrong, without the location prefix.
     """
 
     def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
                  field: str | None = None):
+        self.message = message
         self.source = source
         self.row = row
         self.field = field

@@ -25,11 +25,15 @@ class ReferenceScorer:
         dtype: Model dtype name (see :func:`lire_ray.models.resolve_dtype`).
         trust_remote_code: Passed to the loaders.
         device: Torch device.
+        packing: ``train.packing`` of the log-prob computation.
+        chunk_size: ``lm_head`` positions per chunk.
+        chat_template: ``data.chat_template`` (prompts are rendered as for training).
     """
 
     def __init__(self, model_path: str, *, max_prompt_tokens: int, max_response_tokens: int,
                  batch_prompts: int = 8, dtype: str = "auto", trust_remote_code: bool = False,
-                 device: str = "cpu", packing: str = "shared_prefix", chunk_size: int = 1024):
+                 device: str = "cpu", packing: str = "shared_prefix", chunk_size: int = 1024,
+                 chat_template: str = "auto"):
         from lire_ray.models import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -40,9 +44,18 @@ class ReferenceScorer:
         self.batch_prompts = batch_prompts
         self.packing = packing
         self.chunk_size = chunk_size
+        self.chat_template = chat_template
 
-    def logps(self, rows: Sequence[PoolRow]) -> list[list[float]]:
-        """Summed log-probs ``log pi_ref(y_j|x)``, one list of K floats per row."""
+    def logps(self, rows: Sequence[PoolRow], *,
+              max_response_tokens: int | None = None) -> list[list[float]]:
+        """Summed log-probs ``log pi_ref(y_j|x)``, one list of K floats per row.
+
+        Args:
+            rows: Pool rows.
+            max_response_tokens: Overrides the response limit for this call (evaluation uses
+                ``sampler.max_new_tokens``, so a sample cut at that length is scored without
+                an EOS it never generated).
+        """
         import torch
 
         from lire_ray.logprobs import sequence_logprobs
@@ -51,7 +64,9 @@ class ReferenceScorer:
         for start in range(0, len(rows), self.batch_prompts):
             chunk = rows[start:start + self.batch_prompts]
             groups = [tokenize_group(r, self.tokenizer, max_prompt_tokens=self.max_prompt_tokens,
-                                     max_response_tokens=self.max_response_tokens)
+                                     max_response_tokens=max_response_tokens
+                                     or self.max_response_tokens,
+                                     chat_template=self.chat_template)
                       for r in chunk]
             with torch.no_grad():
                 seq = sequence_logprobs(self.model, groups, packing=self.packing,

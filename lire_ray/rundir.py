@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,11 @@ class RunDir:
     def is_checkpoint_complete(self, step: int) -> bool:
         return (self.checkpoint_dir(step) / COMPLETE_MARKER).is_file()
 
+    def discard_pool(self, step: int) -> None:
+        """Remove a finalized pool of a step that is being redone (its parts stay)."""
+        if self.pool_dir(step).exists():
+            shutil.rmtree(self.pool_dir(step))
+
     def discard_incomplete(self, step: int) -> None:
         """Remove a stage's leftovers (partial checkpoint, unfinished pool) before redoing it."""
         for path in (self.checkpoint_dir(step), self.pool_dir(step)):
@@ -179,3 +185,53 @@ def confine_output(run_dir: str | os.PathLike, output: str | os.PathLike) -> Pat
     if out == base:
         raise RunDirError(f"output={output} is run.dir {base} itself; name a directory under it")
     return out
+
+
+def prepare_output(out: Path, *, overwrite: bool, owned: Sequence[str]) -> Path:
+    """Create ``out``; refuse a non-empty one unless ``overwrite``, which clears ``owned`` only.
+
+    Args:
+        out: The output directory.
+        overwrite: Allow a non-empty directory.
+        owned: Entries this job writes (removed before it starts again); anything else stays.
+
+    Raises:
+        RunDirError: ``out`` is a file, or a non-empty directory without ``overwrite``.
+    """
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"output directory {out} is not empty; pass --overwrite to replace "
+                              f"its results or choose another output=DIR")
+        for name in owned:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def pool_output_dir(run_dir: str | os.PathLike, output: str, *, overwrite: bool) -> Path:
+    """A job's output pool path, checked before anything is written.
+
+    Args:
+        run_dir: ``run.dir``; the pool must lie under it.
+        output: The pool directory relative to ``run_dir``.
+        overwrite: Whether an existing pool there may be replaced.
+
+    Returns:
+        The absolute pool path.
+
+    Raises:
+        RunDirError: The path escapes ``run_dir`` (absolute, or ``..``) or is ``run_dir``
+            itself.
+        DataError: Something is already there and may not be replaced (a pool without
+            ``overwrite``; anything that is not a pool or an empty directory, always).
+    """
+    from lire_ray.pool import check_pool_target
+
+    return check_pool_target(confine_output(run_dir, output), overwrite)

@@ -85,17 +85,17 @@ def test_chat_template_use(tok, chat_tok):
     kw = dict(max_prompt_tokens=BIG, max_response_tokens=BIG)
     rendered = "<|system|>Be brief.\n<|user|>Hi\n<|assistant|>"
     assert chat_tok.decode(tokenize_group(r, chat_tok, **kw).prompt_ids) == rendered
-    assert chat_tok.decode(tokenize_group(r, chat_tok, use_chat_template=False, **kw)
+    assert chat_tok.decode(tokenize_group(r, chat_tok, chat_template="never", **kw)
                            .prompt_ids) == r.prompt
     assert tok.decode(tokenize_group(r, tok, **kw).prompt_ids) == r.prompt  # no template
-    plain = row()  # no prompt_messages: "auto" keeps the text, True wraps it as a user turn
+    plain = row()  # no prompt_messages: "auto" keeps the text, "always" wraps it as a user turn
     assert chat_tok.decode(tokenize_group(plain, chat_tok, **kw).prompt_ids) == plain.prompt
-    assert chat_tok.decode(tokenize_group(plain, chat_tok, use_chat_template=True, **kw)
+    assert chat_tok.decode(tokenize_group(plain, chat_tok, chat_template="always", **kw)
                            .prompt_ids) == f"<|user|>{plain.prompt}\n<|assistant|>"
     with pytest.raises(ModelLoadError, match="chat_template"):
-        tokenize_group(r, tok, use_chat_template=True, **kw)
+        tokenize_group(r, tok, chat_template="always", **kw)
     with pytest.raises(ConfigError):
-        tokenize_group(r, tok, use_chat_template="yes", **kw)
+        tokenize_group(r, tok, chat_template="yes", **kw)
 
 
 def test_argument_and_data_errors(tok):

@@ -8,13 +8,14 @@ import statistics
 
 import pytest
 
-from lire_ray import evaluation as ev
+from lire_ray import plots
 from lire_ray.errors import RunDirError
-from lire_ray.evaluate import plots, summary
-from lire_ray.evaluate.compare_report import method_tables
-from lire_ray.evaluate.grid import grid_table
-from lire_ray.evaluate.runner import prepare_output
+from lire_ray.metrics import stats as ev
+from lire_ray.metrics import summary
 from lire_ray.report import write_report
+from lire_ray.rundir import prepare_output
+from lire_ray.studies.compare_report import method_tables
+from lire_ray.studies.grid import grid_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -72,6 +73,22 @@ def test_sample_summary_by_hand():
     assert none["win_rate"] == {} and math.isnan(none["avg_win_rate"])
     with pytest.raises(ValueError):
         summary.sample_summary(scores, {"rm": [1.0]}, judges=["rm"])
+    # A prompt without a human answer has no win rate: only prompt 0 counts (win, tie).
+    partial = summary.sample_summary(scores, {"rm": [1.0, None]}, judges=["rm"])
+    assert partial["win_rate"] == {"rm": pytest.approx(0.75)}
+    assert partial["win_rate_prompts"] == 1 and out["win_rate_prompts"] == 2
+
+
+def test_distinct_n_by_hand():
+    from lire_ray.metrics.stats import distinct_n
+
+    texts = ["a b a b", "A b c"]
+    assert distinct_n(texts, 1) == pytest.approx(3 / 7)  # a, b, c of 7 words
+    # bigrams: ab, ba, ab | ab, bc -> 3 distinct of 5
+    assert distinct_n(texts, 2) == pytest.approx(3 / 5)
+    assert math.isnan(distinct_n(["one"], 2))
+    with pytest.raises(ValueError):
+        distinct_n(texts, 0)
 
 
 def test_kl_summary_leaves_out_unmatched_samples():
@@ -174,9 +191,13 @@ def test_every_plot_writes_a_readable_png(tmp_path):
                                    tmp_path / "train.png", keys=("loss", "grad_norm")),
         plots.plot_reward_distribution([0.1, 0.2, -0.3], [0.5, 0.6, 0.1], tmp_path / "dist.png",
                                        title="before/after"),
+        plots.plot_before_after([0.1, 0.2, -0.3], [0.5, 0.1, 0.1], tmp_path / "flips.png",
+                                title="fig 8"),
     ]
     for path in made:
         _check_png(path)
+    with pytest.raises(ValueError):
+        plots.plot_before_after([0.1], [0.5, 0.1], tmp_path / "bad.png", title="x")
 
 
 def test_grid_plot_and_table_from_paper_numbers(tmp_path):
@@ -218,8 +239,10 @@ def test_prepare_output_refuses_non_empty_unless_overwrite(tmp_path):
 
 
 def test_reference_answer_prefers_the_chosen_human_response():
-    from lire_ray.evaluate.runner import reference_answer
     from lire_ray.pool import PoolRow
+
+    def reference_answer(row):
+        return row.human_reference
 
     hh = PoolRow(prompt_id="a", prompt="p", responses=["rejected", "chosen"],
                  sources=["human", "human"], policy_version=[-1, -1], preferred=1)
@@ -234,7 +257,7 @@ def test_reference_answer_prefers_the_chosen_human_response():
 
 def _result(scores_by_t: dict, human: dict, kl: tuple[float, float]):
     """An EvalResult built from hand-made scores (one record per temperature)."""
-    from lire_ray.evaluate.runner import EvalResult, Generation
+    from lire_ray.evaluator import EvalResult, Generation
 
     res = EvalResult(records=[])
     for t, scores in sorted(scores_by_t.items()):
@@ -249,7 +272,7 @@ def _result(scores_by_t: dict, human: dict, kl: tuple[float, float]):
 
 
 def test_eval_report_without_ray(tmp_path):
-    from lire_ray.evaluate.policy_eval import write_eval_report
+    from lire_ray.studies.evaluate import write_eval_report
 
     human = {"rm": [0.0, 0.0], "judge": [1.0, 1.0]}
     base = _result({0.0: {"rm": [[1.0], [-1.0]], "judge": [[2.0], [0.0]]},
@@ -267,6 +290,7 @@ def test_eval_report_without_ray(tmp_path):
                                best_of_n=bon, human=human, wall_s=1.0)
     metrics = json_load(report.parent / "metrics.json")
     # Greedy: rm 2 vs 1 (up), -2 vs -1 (down) -> 1/2; judge 3 vs 2, 0 vs 0 -> 0.
+    assert metrics["base"]["temperatures"][0]["win_rate_prompts"] == 2
     assert metrics["negative_flip_rate"] == {"rm": 0.5, "judge": 0.0}
     assert metrics["policy"]["kl"]["value"] == 0.7 and metrics["base"]["kl"]["value"] == 0.0
     assert metrics["human"]["mean"] == {"rm": 0.0, "judge": 1.0}
@@ -288,7 +312,7 @@ def json_load(path):
 
 
 def test_compare_report_without_ray(tmp_path):
-    from lire_ray.evaluate.compare_report import write_compare_report
+    from lire_ray.studies.compare_report import write_compare_report
 
     human = {"rm": [0.0, 0.0], "judge": [1.0, 1.0]}
     base = _result({0.0: {"rm": [[1.0], [-1.0]], "judge": [[2.0], [0.0]]},

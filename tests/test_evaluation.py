@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from lire_ray import evaluation as ev
+from lire_ray.metrics import stats as ev
 
 
 def test_win_rate_counts_ties_half():

@@ -46,8 +46,9 @@ def _recipe(tmp_path, *extra):
 
 
 def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, policy, tmp_path):
-    from lire_ray import pipeline
     from lire_ray.stream import finalize_parts
+
+    from lire_ray import pipeline
 
     recipe = _recipe(tmp_path)
     rows = pipeline.load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
@@ -78,7 +79,7 @@ def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, pol
 def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path):
     import psutil
 
-    from actors.trainer import TrainerGroup
+    from lire_ray.runtime.trainer import TrainerGroup
 
     pool_dir = _score_tiny_pool(policy, tmp_path)
     rows = table_to_rows(read_pool(pool_dir))
@@ -113,11 +114,12 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
 
 def _score_tiny_pool(policy: str, tmp_path):
     """A small scored pool of the builtin task (human review + 3 policy samples, VADER)."""
+    from lire_ray.pipeline import load_prompt_rows
+    from lire_ray.stream import merge_candidates
+
     from actors.reward import RewardActor
     from lire_ray.config import RewardModelConfig
-    from lire_ray.pipeline import load_prompt_rows
     from lire_ray.sampling import build_sampler
-    from lire_ray.stream import merge_candidates
 
     recipe = _recipe(tmp_path)
     rows = load_prompt_rows("builtin:reviews", 16)

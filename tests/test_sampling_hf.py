@@ -11,7 +11,6 @@ import json
 import sys
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,7 +19,8 @@ from lire_ray.config import SamplerConfig
 from lire_ray.demo.tiny_models import build_tiny_policy
 from lire_ray.errors import ConfigError, DependencyError, ModelLoadError
 from lire_ray.models import load_causal_lm, load_tokenizer
-from lire_ray.sampling import Candidate, build_sampler, call_seed
+from lire_ray.pool import PoolRow
+from lire_ray.sampling import Candidate, build_sampler, call_seed, merge_candidates
 from lire_ray.sampling.beam import diverse_beam_search
 from lire_ray.sampling.hf_backend import left_pad
 
@@ -279,40 +279,36 @@ def test_large_penalty_makes_groups_start_differently(batch):
         assert len({h.token_ids[0] for h in hyps}) == 4
 
 
-def test_actor_as_plain_object_adds_candidate_columns(models):
+def test_actor_as_plain_object_samples_rows_from_their_rendered_prompts(models):
     actor = SamplerActor(models["base"], hf_cfg(num_candidates=3).model_dump(),
                          {"max_prompt_tokens": 32})
     assert actor.ping()["policy_version"] == 0
     turns = json.dumps([{"role": "user", "content": "How was the movie?"}])
-    batch = {"prompt_id": np.array(["a", "b"]), "prompt": np.array(PROMPTS[:2], dtype=object),
-             "prompt_messages": np.array([None, turns], dtype=object)}
-    out = actor.generate(batch)
-    assert out["prompt_id"] == ["a", "b"]
-    assert [len(r) for r in out["responses"]] == [3, 3]
-    assert out["sources"] == [["policy@e0"] * 3] * 2
-    assert out["policy_version"] == [[0] * 3] * 2
-    assert actor(batch) == out  # seeded by (sampler.seed, version, prompt ids)
-    # Row "b" was sampled from its chat turns formatted by the policy's chat template.
+    rows = [PoolRow(prompt_id="a", prompt=PROMPTS[0], responses=[], sources=[],
+                    policy_version=[]),
+            PoolRow(prompt_id="b", prompt=PROMPTS[1], responses=["human b"], sources=["human"],
+                    policy_version=[-1], prompt_messages=turns)]
+    out = actor.sample_rows(rows, n=3)
+    assert [len(s.candidates) for s in out] == [3, 3]
+    assert {c.policy_version for s in out for c in s.candidates} == {0}
+    assert actor.sample_rows(rows, n=3) == out  # seeded by (sampler.seed, version, prompt ids)
+    # Row "b" was sampled from its chat turns formatted by the policy's chat template, and the
+    # rendered text comes back with its candidates.
     chat_text = load_tokenizer(models["base"]).apply_chat_template(
         json.loads(turns), tokenize=False, add_generation_prompt=True)
+    assert [s.prompt_text for s in out] == [PROMPTS[0], chat_text]
     direct = actor.sampler.generate([PROMPTS[0], chat_text], n=3, seed=call_seed(0, 0, ["a", "b"]))
-    assert texts(direct) == out["responses"]
+    assert texts(direct) == [[c.text for c in s.candidates] for s in out]
+    never = SamplerActor(models["base"], hf_cfg(num_candidates=3).model_dump(),
+                         {"max_prompt_tokens": 32}, chat_template="never")
+    assert [s.prompt_text for s in never.sample_rows(rows, n=1)] == [PROMPTS[0], PROMPTS[1]]
 
-    kept = dict(batch, responses=np.array([["human a"], ["human b"]], dtype=object),
-                sources=np.array([["human"], ["human"]], dtype=object),
-                policy_version=np.array([[-1], [-1]], dtype=object))
     assert actor.load_weights(models["other"], 1) == 1
-    merged = actor.generate(kept)
-    assert [r[0] for r in merged["responses"]] == ["human a", "human b"]
-    assert merged["sources"] == [["human"] + ["policy@e1"] * 3] * 2
-    assert merged["policy_version"] == [[-1] + [1] * 3] * 2
-
-
-def test_rso_enabled_actor_draws_n_samples(models):
-    cfg = hf_cfg(num_candidates=2, rso={"enabled": True, "num_samples": 5})
-    actor = SamplerActor(models["base"], cfg)
-    out = actor.generate({"prompt_id": np.array(["x"]), "prompt": np.array([PROMPTS[0]])})
-    assert len(out["responses"][0]) == 5
+    merged = merge_candidates(rows[1], actor.sample_rows(rows[1:], n=3)[0], keep_human=True,
+                              evolve_step=2)
+    assert merged.responses[0] == "human b" and merged.num_candidates == 4
+    assert merged.sources == ("human",) + ("policy@e1",) * 3
+    assert merged.policy_version == (-1, 1, 1, 1) and merged.prompt_text == chat_text
 
 
 def test_missing_vllm_raises_dependency_error(models, monkeypatch):

@@ -81,7 +81,7 @@ def make_recipe(*overrides):
 
 
 def fit(recipe, *, pool_dir, policy_dir, tmp, name, **kwargs):
-    from actors.trainer import TrainerGroup
+    from lire_ray.runtime.trainer import TrainerGroup
 
     group = TrainerGroup(recipe, storage_path=str(tmp / "ray_train"), name=name)
     return group.fit(read_pool_dataset(pool_dir), num_prompts=NUM_PROMPTS,

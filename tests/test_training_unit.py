@@ -36,6 +36,7 @@ from lire_ray.training.engine import (
     warmup_steps,
 )
 from lire_ray.training.loggers import MetricSink, check_logger
+from lire_ray.training.result import PolicyInit
 from lire_ray.training.step import StepStats, loss_inputs, micro_batch_loss, train_step
 from lire_ray.training.worker import epoch_record, reduce_step, reward_name_for
 
@@ -381,7 +382,7 @@ def test_train_step_refuses_empty_micro_batches():
 
 def test_trainer_group_turns_ray_train_failures_into_actor_failure(monkeypatch):
     ray_train = pytest.importorskip("ray.train")
-    from actors.trainer import TrainerGroup
+    from lire_ray.runtime.trainer import TrainerGroup
 
     recipe = load_recipe(None, [])
     group = TrainerGroup(recipe, storage_path="/tmp/unused-storage", name="t")
@@ -394,7 +395,7 @@ def test_trainer_group_turns_ray_train_failures_into_actor_failure(monkeypatch):
 
     monkeypatch.setattr(group, "_trainer", lambda dataset, spec: FailingTrainer())
     with pytest.raises(ActorFailure, match="worker 0: DataError: field 'ref_logps'") as info:
-        group.fit(None, num_prompts=4, init_model="unused", output_dir="/tmp/unused-out")
+        group.fit(None, num_prompts=4, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
     assert info.value.role == "trainer" and info.value.__cause__ is failure
     with pytest.raises(ConfigError, match="absolute"):
         TrainerGroup(recipe, storage_path="relative/dir", name="t")
@@ -416,7 +417,7 @@ def test_train_job_refuses_builtin_prompts_and_splits_output():
 
 def test_trainer_group_checks_arguments_before_starting_workers(monkeypatch):
     pytest.importorskip("ray.train")
-    from actors.trainer import TrainerGroup
+    from lire_ray.runtime.trainer import TrainerGroup
 
     def never(dataset, spec):
         raise AssertionError("the trainer must not start")
@@ -425,12 +426,12 @@ def test_trainer_group_checks_arguments_before_starting_workers(monkeypatch):
                        storage_path="/tmp/unused-storage", name="t")
     monkeypatch.setattr(two, "_trainer", never)
     with pytest.raises(DataError, match="fewer than the 2 training worker"):
-        two.fit(None, num_prompts=1, init_model="unused", output_dir="/tmp/unused-out")
+        two.fit(None, num_prompts=1, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
     bad = TrainerGroup(load_recipe(None, ["loss.params={nope: 1}"]),
                        storage_path="/tmp/unused-storage", name="t")
     monkeypatch.setattr(bad, "_trainer", never)
     with pytest.raises(ConfigError, match="unknown parameter"):
-        bad.fit(None, num_prompts=8, init_model="unused", output_dir="/tmp/unused-out")
+        bad.fit(None, num_prompts=8, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
 
 
 def test_load_lora_continues_a_saved_adapter(policy_dir, tmp_path):

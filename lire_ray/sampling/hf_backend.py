@@ -19,7 +19,7 @@ import torch
 
 from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.models import load_causal_lm, load_tokenizer
-from lire_ray.sampling import (
+from lire_ray.sampling.base import (
     Candidate,
     call_config,
     check_adapter_dir,

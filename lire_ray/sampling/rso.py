@@ -87,3 +87,65 @@ def rso_select(rewards: Sequence[float], k: int, beta: float,
             kept.append(j)
             remaining.pop(pos)
     return kept
+
+
+def rso_seed(seed: int, policy_version: int, prompt_id: str) -> int:
+    """The RSO selection seed of one prompt: a function of what identifies its candidates.
+
+    The sampler seeds a batch from ``sampler.seed``, the policy version and the prompt ids, so
+    a retried batch gets the same candidates; seeding the selection from the same three keeps
+    the same subset of them, whichever replica or retry runs it.
+
+    Args:
+        seed: ``sampler.seed``.
+        policy_version: The version of the policy that sampled the candidates.
+        prompt_id: The prompt's id.
+
+    Returns:
+        A 64-bit seed for :func:`rso_select`.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"rso\0{seed}\0{policy_version}\0{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def select_candidates(row, samples, rewards: Sequence[float], *, num_candidates: int,
+                      keep_human: bool, evolve_step: int, beta: float, seed: int):
+    """Keep K - h of N sampled candidates by RSO and merge them into the row (paper sec. 4.7).
+
+    h is the number of human-written candidates the row keeps (0 unless ``keep_human``); at
+    least one policy candidate is kept, as without RSO. The kept candidates stay in their
+    sampling order.
+
+    Args:
+        row: The prompt row (a :class:`~lire_ray.pool.PoolRow`).
+        samples: Its N samples (a :class:`~lire_ray.sampling.base.PromptSamples`).
+        rewards: The training reward of each sample (N floats).
+        num_candidates: K, candidates per prompt in the pool (human ones included).
+        keep_human: Keep human-written candidates.
+        evolve_step: Written to the row's ``evolve_step``.
+        beta: RSO's beta (> 0).
+        seed: ``sampler.seed``; the selection seed is :func:`rso_seed` of it, the samples'
+            policy version and the prompt id.
+
+    Returns:
+        The row with the kept candidates (see :func:`~lire_ray.sampling.base.merge_candidates`).
+
+    Raises:
+        DataError: The rewards do not match the samples in number, or one is not finite.
+        ConfigError: ``beta`` is not a positive finite number.
+    """
+    from lire_ray.pool import HUMAN
+    from lire_ray.sampling.base import merge_candidates
+
+    cands = samples.candidates
+    if len(rewards) != len(cands):
+        raise DataError(f"{len(cands)} candidates and {len(rewards)} rewards",
+                        source=f"prompt {row.prompt_id!r}")
+    humans = sum(s == HUMAN for s in row.sources) if keep_human else 0
+    keep = min(max(num_candidates - humans, 1), len(cands))
+    version = max((c.policy_version for c in cands), default=-1)
+    kept = sorted(rso_select(rewards, keep, beta, rng=rso_seed(seed, version, row.prompt_id)))
+    return merge_candidates(row, samples, keep_human=keep_human, evolve_step=evolve_step,
+                            keep=kept)

@@ -7,5 +7,5 @@
 - :mod:`~lire_ray.training.worker`: the per-worker loop Ray Train runs.
 - :mod:`~lire_ray.training.result`: what a run returns to its driver.
 
-The Ray side (``TorchTrainer``, scaling, failure handling) is :class:`actors.trainer.TrainerGroup`.
+The Ray side (``TorchTrainer``, scaling, failure handling) is :class:`lire_ray.runtime.trainer.TrainerGroup`.
 """

@@ -13,7 +13,7 @@ from lire_ray.training.checkpoint import INFO_FILE
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :meth:`actors.trainer.TrainerGroup.fit`.
+    """Outcome of :meth:`lire_ray.runtime.trainer.TrainerGroup.fit`.
 
     Attributes:
         checkpoint_dir: The policy output directory (Hugging Face format, ``COMPLETE`` marker
@@ -55,3 +55,51 @@ def collect_result(output_dir: str | Path, history: list[dict[str, Any]] | None,
     adapter = out / info["adapter_dir"] if info.get("adapter_dir") else None
     return TrainResult(out, adapter, bool(info.get("full_model")), metrics, history,
                        epochs_done)
+
+
+@dataclass(frozen=True)
+class PolicyInit:
+    """A policy as weights on disk: where training starts and what the samplers serve.
+
+    Attributes:
+        model: Directory or hub id of a full model.
+        adapter: A LoRA adapter on ``model`` (LoRA with ``merge_on_save: false``: every step
+            keeps training the previous step's adapter on the initial policy), or None.
+    """
+
+    model: str
+    adapter: str | None = None
+
+
+def policy_in(checkpoint: str | Path, *, base: str) -> PolicyInit:
+    """The policy a checkpoint holds, deciding once between full weights and an adapter.
+
+    A training checkpoint (``train_info.json``) with only a LoRA adapter is that adapter on
+    ``base`` (the initial policy, whose weights the samplers hold); a full training checkpoint,
+    or any Hugging Face model directory, is a full model.
+
+    Args:
+        checkpoint: A checkpoint or model directory.
+        base: The initial policy (the base of adapter-only checkpoints).
+
+    Returns:
+        The policy.
+
+    Raises:
+        ConfigError: ``checkpoint`` does not exist, or is a training checkpoint without its
+            ``COMPLETE`` marker (an interrupted save).
+    """
+    from lire_ray.errors import ConfigError
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise ConfigError(f"policy checkpoint {path} does not exist")
+    info_file = path / INFO_FILE
+    if not info_file.is_file():
+        return PolicyInit(str(path))
+    if not (path / COMPLETE_MARKER).is_file():
+        raise ConfigError(f"checkpoint {path} has no {COMPLETE_MARKER} marker (interrupted save)")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    if info.get("adapter_dir") and not info.get("full_model"):
+        return PolicyInit(str(base), str(path / info["adapter_dir"]))
+    return PolicyInit(str(path))

@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lire_ray.collate import tokenize_group
+from lire_ray.collate import render_prompt, tokenize_group
 from lire_ray.config import Recipe
 from lire_ray.errors import DataError
 from lire_ray.losses import build_loss
@@ -216,6 +216,7 @@ class TrainingRun:
         torch.manual_seed(train.seed * 1000 + rank)
         self.state = TrainState()
         self.cache: ShardCache | None = None
+        self._prompt_warned = False
 
     @property
     def lora(self) -> bool:
@@ -231,10 +232,31 @@ class TrainingRun:
     def _groups(self, table: pa.Table):
         model_cfg = self.recipe.model
         configured = self.recipe.train_reward_name
+        rows = table_to_rows(table)
+        self._check_prompt_texts(rows)
         return [tokenize_group(row, self.tokenizer, max_prompt_tokens=model_cfg.max_prompt_tokens,
                                max_response_tokens=model_cfg.max_response_tokens,
-                               reward_name=reward_name_for(row, configured))
-                for row in table_to_rows(table)]
+                               reward_name=reward_name_for(row, configured),
+                               chat_template=self.recipe.data.chat_template)
+                for row in rows]
+
+    def _check_prompt_texts(self, rows) -> None:
+        """Warn (once) when the sampler conditioned on another prompt text than training does
+        (a pool sampled with another tokenizer or ``data.chat_template``)."""
+        if self._prompt_warned:
+            return
+        for row in rows:
+            if row.prompt_text is None or row.num_candidates == 0:
+                continue
+            text = render_prompt(row.prompt, row.prompt_messages, self.tokenizer,
+                                 chat_template=self.recipe.data.chat_template)
+            if text != row.prompt_text:
+                self._prompt_warned = True
+                log.warning("prompt %s was sampled from a differently rendered prompt than "
+                            "training uses (recorded %r, training renders %r); check "
+                            "data.chat_template and the policy's tokenizer", row.prompt_id,
+                            row.prompt_text[:80], text[:80])
+                return
 
     def _epoch_batches(self, epoch: int, shard: Callable[[], Iterable[pa.Table]]):
         train = self.recipe.train

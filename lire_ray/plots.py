@@ -4,7 +4,10 @@
 * :func:`plot_win_rate_vs_k`: win rate against the number of candidates n or K (Fig. 4);
 * :func:`plot_grid`: the Evolve x Iterate reward grid as a heatmap (Table 6);
 * :func:`plot_training_curves`: per-step training metrics of several runs;
-* the before/after reward histogram (Fig. 7) is :func:`lire_ray.report.plot_reward_distribution`.
+* :func:`plot_reward_distribution`: the before/after reward histogram (Fig. 7);
+* :func:`plot_before_after`: per-prompt score before against after, negative flips marked
+  (Fig. 8);
+* :func:`plot_curves`: metric records over a step axis.
 
 All use matplotlib's Agg backend (headless) and return the written path.
 """
@@ -15,10 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lire_ray.report import plot_reward_distribution
-
-__all__ = ["plot_frontier", "plot_grid", "plot_reward_distribution", "plot_training_curves",
-           "plot_win_rate_vs_k"]
+__all__ = ["plot_before_after", "plot_curves", "plot_frontier", "plot_grid",
+           "plot_reward_distribution", "plot_training_curves", "plot_win_rate_vs_k"]
 
 
 def _plt():
@@ -202,4 +203,82 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping]], path: Path,
         if histories:
             ax.legend(fontsize=7)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_reward_distribution(before: Sequence[float], after: Sequence[float], path: Path, *,
+                             title: str) -> Path:
+    """Histogram of per-prompt rewards before and after training (paper Fig. 7)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    lo = min(min(before, default=0), min(after, default=0))
+    hi = max(max(before, default=1), max(after, default=1))
+    bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 10
+    ax.hist(before, bins=bins, alpha=0.55, label=f"before (mean {sum(before)/max(1,len(before)):.3f})")
+    ax.hist(after, bins=bins, alpha=0.55, label=f"after (mean {sum(after)/max(1,len(after)):.3f})")
+    ax.set_xlabel("reward")
+    ax.set_ylabel("prompts")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: Sequence[dict], keys: Sequence[str], path: Path, *, x: str = "step",
+                title: str = "training") -> Path:
+    """Line plots of ``keys`` over ``x`` from a list of metric records (training curves)."""
+    plt = _plt()
+    keys = [k for k in keys if any(k in h for h in history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    for ax, key in zip(axes, keys):
+        pts = [(h.get(x, i), h[key]) for i, h in enumerate(history)
+               if key in h and isinstance(h[key], (int, float)) and math.isfinite(h[key])]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        ax.set_title(key)
+        ax.set_xlabel(x)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_before_after(before: Sequence[float], after: Sequence[float], path: Path, *,
+                      title: str) -> Path:
+    """Per-prompt score after training against before (paper Fig. 8).
+
+    Points above the diagonal improved; points strictly below it are negative flips (drawn in
+    red and counted in the legend).
+
+    Args:
+        before: [P] scores of the starting policy (first sample per prompt).
+        after: [P] scores of the trained policy on the same prompts.
+        path: The PNG to write.
+        title: The plot title.
+
+    Raises:
+        ValueError: The two lists differ in length.
+    """
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} scores before and {len(after)} after")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    flips = [(b, a) for b, a in zip(before, after) if a < b]
+    rest = [(b, a) for b, a in zip(before, after) if a >= b]
+    ax.scatter([b for b, _ in rest], [a for _, a in rest], s=14, alpha=0.7,
+               label=f"improved or equal ({len(rest)})")
+    ax.scatter([b for b, _ in flips], [a for _, a in flips], s=14, alpha=0.8, color="tab:red",
+               label=f"negative flips ({len(flips)})")
+    values = [v for v in (*before, *after) if math.isfinite(v)] or [0.0, 1.0]
+    lo, hi = min(values), max(values)
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+    ax.set_xlabel("score before")
+    ax.set_ylabel("score after")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -1,14 +1,19 @@
-"""Connecting to Ray and starting the named role actors with resources from the recipe.
+"""Connecting to Ray, starting named actors with resources from the recipe, calling them.
 
-Jobs never hard-code resources on a class: :func:`start_role` applies the recipe's
-``resources.<role>`` with ``ray.remote(**options)(cls)``. Actors are named ``<role>-<i>`` in the
-recipe's namespace so the Ray dashboard shows the sampler, reward, reference and trainer roles.
+Nothing hard-codes resources on a class: :func:`start_role` applies the recipe's
+``resources.<role>`` with ``ray.remote(**options)(cls)``. Actors are named ``<role>-<i>`` in a
+namespace of their own job or run, so the Ray dashboard shows the sampler, reward, reference and
+trainer roles, and two runs on one cluster never find each other's actors. :func:`call_role`
+is the one boundary where Ray's actor errors become :class:`~lire_ray.errors.ActorFailure`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +73,63 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
                          info.dashboard_url or None)
     info = ray.init(address=address, **kwargs)
     return RayHandle(False, address, info.dashboard_url or None)
+
+
+def namespace_for(base: str, *parts: object) -> str:
+    """A Ray namespace of one run or job: ``base`` plus a short digest of ``parts``.
+
+    The role actors are named ``sampler-0``, ``reward-0``, ...; two runs or jobs sharing a
+    cluster must not find each other's actors under those names.
+    """
+    digest = hashlib.sha1(":".join(str(p) for p in parts).encode()).hexdigest()[:8]
+    return f"{base}-{digest}"
+
+
+def _translated(role: str, method: str, refs):
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from lire_ray.errors import LireError
+
+    try:
+        return ray.get(refs)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, LireError):
+            raise exc.cause from exc  # a data or config problem the actor found: show it as is
+        raise ActorFailure(role, f"{method} raised {exc.cause!r}") from exc
+    except RayActorError as exc:
+        raise ActorFailure(role, f"{method}: actor died and was not restarted: {exc}") from exc
+
+
+def call_role(actors: Sequence, role: str, method: str, *args, **kwargs):
+    """Call ``method`` on one actor of a role (chosen at random) and wait for the result.
+
+    Raises:
+        ActorFailure: The actor died and could not be restarted, or the method failed; the
+            message names the role and method, ``__cause__`` holds Ray's error.
+        LireError: The method raised one of the project's own errors (bad data, bad config),
+            re-raised as it is.
+    """
+    if not actors:
+        raise ActorFailure(role, f"{method}: no {role} actor was started")
+    actor = actors[random.randrange(len(actors))]
+    return _translated(role, method, getattr(actor, method).remote(*args, **kwargs))
+
+
+def map_role(actors: Sequence, role: str, method: str, items: Sequence, *, chunk: int,
+             **kwargs) -> list:
+    """Call ``method(chunk_of_items, **kwargs)`` on a role's actors in parallel, round robin,
+    and concatenate the results in order (each call must return one result per item).
+
+    Raises:
+        ActorFailure, LireError: As for :func:`call_role`.
+    """
+    if not actors:
+        raise ActorFailure(role, f"{method}: no {role} actor was started")
+    chunks = [list(items[i:i + chunk]) for i in range(0, len(items), max(1, chunk))]
+    refs = [getattr(actors[i % len(actors)], method).remote(c, **kwargs)
+            for i, c in enumerate(chunks)]
+    return [x for part in _translated(role, method, refs) for x in part]
 
 
 def actor_options(res: ActorResources, *, name: str, namespace: str) -> dict:

@@ -6,7 +6,9 @@
 * negative-flip rate: share of prompts whose reward dropped against the base policy (A.8);
 * Best-of-n: pick the best of n base-policy samples by RM, report what RM* says of it (4.4);
 * mean over seeds with a two-sided Student-t confidence interval (the comparison table), with
-  the t quantile computed here (regularized incomplete beta, bisection) rather than from SciPy.
+  the t quantile computed here (regularized incomplete beta, bisection) rather than from SciPy;
+* distinct-n: the share of distinct word n-grams among all n-grams of a set of responses, which
+  falls when a policy collapses onto a few templates.
 """
 
 from __future__ import annotations
@@ -86,6 +88,28 @@ def best_of_n(picker: Sequence[Sequence[float]], judge: Sequence[Sequence[float]
             raise ValueError("best_of_n needs equally long, non-empty score lists per prompt")
         out.append(j[max(range(len(p)), key=p.__getitem__)])
     return out
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n of a set of responses: distinct word n-grams / all word n-grams.
+
+    Words are whitespace-separated, lower-cased; n-grams do not cross responses.
+
+    Args:
+        texts: The responses.
+        n: The n-gram order, >= 1.
+
+    Returns:
+        A value in (0, 1]; NaN when the responses hold no n-gram.
+
+    Raises:
+        ValueError: ``n`` < 1.
+    """
+    if n < 1:
+        raise ValueError(f"distinct-n needs n >= 1, got {n}")
+    grams = [tuple(words[i:i + n]) for words in (t.lower().split() for t in texts)
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
 
 
 def summarize(scores: dict[str, Sequence[float]],

@@ -15,17 +15,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lire_ray import algorithm, plots
 from lire_ray.config import LossConfig, Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.evaluate import plots
-from lire_ray.evaluate.policy_eval import check_eval_recipe, judges_of
-from lire_ray.evaluate.runner import Evaluator, prepare_output, serve
-from lire_ray.evaluate.summary import WIN_RATE_NOTE
+from lire_ray.evaluator import Evaluator
+from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.metrics.summary import WIN_RATE_NOTE
 from lire_ray.report import markdown_table, write_report
+from lire_ray.rundir import RunDir, prepare_output
+from lire_ray.runtime import RoleGroup, TrainerGroup, connect, disconnect, namespace_for
+from lire_ray.studies.evaluate import check_eval_recipe, judges_of
+from lire_ray.training.result import PolicyInit
 
 log = logging.getLogger(__name__)
 
-OWNED = ("report.md", "metrics.json", "plots", "chains")
+OWNED = ("report.md", "metrics.json", "plots", "chains", ".state")
 
 
 def grid_recipe(recipe: Recipe, *, epochs: int, steps: int) -> Recipe:
@@ -63,11 +67,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     Raises:
         ConfigError: Empty or non-positive E or I lists, or an unusable recipe.
     """
-    from actors.trainer import TrainerGroup
-    from lire_ray import cluster
     from lire_ray.models import load_tokenizer
-    from lire_ray.pipeline import Roles, load_prompt_rows, resolve_policy, run_evolve_step
-    from lire_ray.rundir import RunDir
 
     t0 = time.time()
     check_eval_recipe(recipe)
@@ -82,45 +82,51 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     eval_rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
     judges, picker = judges_of(recipe), recipe.train_reward_name
     t = min(recipe.eval.temperatures)
-    kw = {"temperatures": [t], "num_samples": recipe.eval.num_samples,
-          "kl_samples": recipe.eval.kl_samples, "judges": judges, "with_kl": False}
-    handle = cluster.connect(recipe.ray)
-    roles, records, chains = None, [], []
+    kw = {"temperatures": [t], "judges": judges, "with_kl": False}
+    reference = resolve_reference(recipe) if _needs_reference(recipe) else None
+    records: list[dict] = []
+    chains: list[dict] = []
+    handle = connect(recipe.ray)
     try:
-        roles = Roles(recipe, base, needs_reference=False)
-        ev = Evaluator(recipe, roles, [], eval_rows,
-                       tokenizer=load_tokenizer(base,
-                                                trust_remote_code=recipe.model.trust_remote_code),
-                       ref_max_response_tokens=recipe.model.max_response_tokens)
-        base_rec = ev.evaluate(**kw).record(t)
-        for i in iterate:
-            chain = grid_recipe(recipe, epochs=i, steps=max(evolve))
-            rundir = RunDir(out / "chains" / f"I{i}", resume=False)
-            rundir.create(chain.to_yaml())
-            trainer = TrainerGroup(chain, storage_path=str(rundir.root / "ray_train"),
-                                   name="policy")
-            roles.push_weights(base, 0, adapter=False)
-            current = base
-            for e in range(1, max(evolve) + 1):
-                log.info("grid I=%d: Evolve step %d/%d", i, e, max(evolve))
-                step = run_evolve_step(chain, rundir, roles, trainer, train_rows, step=e,
-                                       init_model=current)
-                step.pop("pool_rows")
-                current = str(rundir.checkpoint_dir(e))
-                serve(roles, current, e)
-                chains.append({"I": i, "E": e, "pool_reward_mean": step["policy_reward_mean"],
-                               "train_s": step["train_s"], "sample_s": step["sample_s"]})
-                if e in evolve:
-                    rec = ev.evaluate(**kw).record(t)
-                    records.append({"E": e, "I": i, "reward": rec["mean"][picker],
-                                    "mean": rec["mean"], "win_rate": rec["win_rate"],
-                                    "avg_win_rate": rec["avg_win_rate"]})
+        with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "grid", out),
+                       policy=base, rewards=True, reference=reference,
+                       state_dir=out / ".state") as roles:
+            norm = roles.normalisation(train_rows)
+            ev = Evaluator(recipe, roles, eval_rows, tokenizer=load_tokenizer(
+                base, trust_remote_code=recipe.model.trust_remote_code))
+            base_rec = ev.evaluate(**kw).record(t)
+            for i in iterate:
+                chain_recipe = grid_recipe(recipe, epochs=i, steps=max(evolve))
+                rundir = RunDir(out / "chains" / f"I{i}", resume=False)
+                rundir.create(chain_recipe.to_yaml())
+                roles.serve(PolicyInit(base), 0)
+
+                def on_step(e: int, _policy, step: dict, i: int = i) -> None:
+                    chains.append({"I": i, "E": e, "pool_reward_mean": step["policy_reward_mean"],
+                                   "train_s": step["train_s"], "sample_s": step["sample_s"]})
+                    if e in evolve:
+                        rec = ev.evaluate(**kw).record(t)
+                        records.append({"E": e, "I": i, "reward": rec["mean"][picker],
+                                        "mean": rec["mean"], "win_rate": rec["win_rate"],
+                                        "avg_win_rate": rec["avg_win_rate"]})
+
+                log.info("grid: I=%d, %d Evolve steps", i, max(evolve))
+                algorithm.self_enhance(algorithm.Chain(
+                    chain_recipe, rundir, roles,
+                    TrainerGroup(chain_recipe, storage_path=str(rundir.root / "ray_train"),
+                                 name="policy"), base=base, norm=norm),
+                    train_rows, on_step=on_step)
     finally:
-        if roles is not None:
-            roles.stop()
-        cluster.disconnect(handle)
+        disconnect(handle)
     return _write(out, recipe=recipe, base_rec=base_rec, records=records, chains=chains,
                   judges=judges, t=t, wall_s=time.time() - t0)
+
+
+def _needs_reference(recipe: Recipe) -> bool:
+    from lire_ray.losses import build_loss
+
+    return build_loss("lire", recipe.loss.params if recipe.loss.name == "lire" else {}) \
+        .needs_reference
 
 
 def _write(out: Path, *, recipe: Recipe, base_rec: dict, records: list[dict], chains: list,

@@ -9,7 +9,7 @@
    sampling seed (common random numbers);
 4. writes ``report.md``, ``metrics.json`` and the plots into the output directory.
 
-The estimators are stated in :mod:`lire_ray.evaluate.summary` and in every report.
+The estimators are stated in :mod:`lire_ray.metrics.summary` and in every report.
 """
 
 from __future__ import annotations
@@ -19,25 +19,21 @@ import logging
 import time
 from pathlib import Path
 
+from lire_ray import plots
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.evaluate import plots
-from lire_ray.evaluate.runner import (
-    KL_TEMPERATURE,
-    EvalResult,
-    Evaluator,
-    for_evaluation,
-    prepare_output,
-    serve,
-    start_reference,
-)
-from lire_ray.evaluate.summary import KL_NOTE, WIN_RATE_NOTE, first_samples, flip_rates
+from lire_ray.evaluator import KL_TEMPERATURE, EvalResult, Evaluator
+from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.metrics.summary import KL_NOTE, WIN_RATE_NOTE, first_samples, flip_rates
 from lire_ray.report import markdown_table, write_report
+from lire_ray.rundir import prepare_output
+from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
+from lire_ray.training.result import policy_in
 
 log = logging.getLogger(__name__)
 
 #: What an evaluation writes into its output directory (cleared by ``--overwrite``).
-OWNED = ("report.md", "metrics.json", "plots")
+OWNED = ("report.md", "metrics.json", "plots", ".state")
 DIVERGENCE_NOTE = ("D_T = mean of log pi(y|x) - log pi_ref(y|x) over samples y drawn at "
                    "temperature T, with log pi the policy's temperature-1 log-probability; "
                    "D_1 is the KL estimate, other temperatures trace the reward-KL frontier "
@@ -82,52 +78,47 @@ def run_evaluation(recipe: Recipe, *, policy: str | None, out_dir: str | Path | 
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError, DataError: From the actors.
     """
-    from lire_ray import cluster
     from lire_ray.models import load_tokenizer
-    from lire_ray.pipeline import Roles, load_prompt_rows, resolve_policy
 
     t0 = time.time()
     check_eval_recipe(recipe)
-    if policy is not None and not Path(policy).is_dir():
-        raise ConfigError(f"policy checkpoint {policy} does not exist")
+    base = resolve_policy(recipe)
+    target = policy_in(policy, base=base) if policy is not None else None
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "eval"), overwrite=overwrite,
                          owned=OWNED)
-    rec = for_evaluation(recipe)
-    base = resolve_policy(recipe)
-    ref_path = recipe.model.reference or base
+    ref_path = resolve_reference(recipe)
     rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
     judges, picker = judges_of(recipe), recipe.train_reward_name
-    kw = {"temperatures": recipe.eval.temperatures, "num_samples": recipe.eval.num_samples,
-          "kl_samples": recipe.eval.kl_samples, "judges": judges}
-    handle = cluster.connect(recipe.ray)
-    roles, refs = None, []
+    handle = connect(recipe.ray)
     try:
-        roles = Roles(rec, base, needs_reference=False)
-        refs = start_reference(rec, ref_path, max_response_tokens=rec.sampler.max_new_tokens)
-        ev = Evaluator(rec, roles, refs, rows,
-                       tokenizer=load_tokenizer(base,
-                                                trust_remote_code=recipe.model.trust_remote_code),
-                       ref_max_response_tokens=rec.sampler.max_new_tokens)
-        log.info("evaluating the base policy on %d held-out prompts", len(rows))
-        base_res = ev.evaluate(**kw)
-        bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
-                           picker=picker, judges=judges)
-        pol_res = base_res
-        if policy is not None:
-            log.info("evaluating %s", policy)
-            serve(roles, policy, 1)
-            pol_res = ev.evaluate(**kw)
-        human = ev.human
+        with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "evaluate", out),
+                       policy=base, rewards=True, reference=ref_path,
+                       state_dir=out / ".state") as roles:
+            roles.normalisation(rows)
+            ev = Evaluator(recipe, roles, rows, tokenizer=load_tokenizer(
+                base, trust_remote_code=recipe.model.trust_remote_code))
+            log.info("evaluating the base policy on %d held-out prompts", len(rows))
+            base_res = ev.evaluate(judges=judges)
+            bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
+                               picker=picker, judges=judges)
+            pol_res = base_res
+            if target is not None:
+                log.info("evaluating %s", policy)
+                roles.serve(target, 1)
+                pol_res = ev.evaluate(judges=judges)
+            human = ev.human
     finally:
-        if roles is not None:
-            roles.stop()
-        cluster.stop_role(refs)
-        cluster.disconnect(handle)
+        disconnect(handle)
     meta = {"policy_path": policy, "base_policy": base, "reference": ref_path,
             "eval_data": recipe.data.eval, "prompts": len(rows), "train_reward": picker,
             "judges": judges}
     return write_eval_report(out, meta=meta, base=base_res, policy=pol_res, best_of_n=bon,
                              human=human, wall_s=time.time() - t0)
+
+
+def _mean_present(values: list) -> float:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else float("nan")
 
 
 def _record_row(label: str, r: dict, rms: list[str], judges: list[str]) -> list:
@@ -172,7 +163,7 @@ def write_eval_report(out: Path, *, meta: dict, base: EvalResult, policy: EvalRe
                        judges)
     label = "policy" if meta["policy_path"] else "base (no checkpoint given)"
     metrics = {**meta, "kl_temperature": KL_TEMPERATURE, "wall_s": wall_s,
-               "human": ({"mean": {rm: sum(v) / len(v) for rm, v in human.items()}}
+               "human": ({"mean": {rm: _mean_present(v) for rm, v in human.items()}}
                          if human else None),
                "base": {"temperatures": base.records, "kl": base.kl},
                "policy": {"temperatures": policy.records, "kl": policy.kl},

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from lire_ray import evaluation as ev
+from lire_ray.metrics import stats as ev
 
 Scores = Mapping[str, Sequence[Sequence[float]]]
 
@@ -46,31 +46,35 @@ def first_samples(scores: Scores) -> dict[str, list[float]]:
     return {rm: [float(s[0]) for s in per] for rm, per in scores.items()}
 
 
-def sample_summary(scores: Scores, human: Mapping[str, Sequence[float]] | None,
+def sample_summary(scores: Scores, human: Mapping[str, Sequence[float | None]] | None,
                    judges: Sequence[str]) -> dict:
     """Mean reward and win rate against the human answer, per reward model.
 
     Args:
         scores: ``{rm: [P][n]}`` rewards of the policy's samples.
-        human: ``{rm: [P]}`` rewards of each prompt's human-written answer, or None.
+        human: ``{rm: [P]}`` rewards of each prompt's human-written answer (None for a prompt
+            without one, which then has no win rate), or None.
         judges: Reward models averaged into ``avg_win_rate``.
 
     Returns:
-        ``{"mean": {rm: float}, "win_rate": {rm: float}, "avg_win_rate": float}``; win rates
-        are absent (and the average NaN) without human answers.
+        ``{"mean": {rm: float}, "win_rate": {rm: float}, "avg_win_rate": float,
+        "win_rate_prompts": int}``: win rates over the prompts that have a human answer
+        (``win_rate_prompts`` of them); absent (and the average NaN) when none has one.
 
     Raises:
         ValueError: ``human`` has a different number of prompts than ``scores``.
     """
-    out: dict = {"mean": {}, "win_rate": {}}
+    out: dict = {"mean": {}, "win_rate": {}, "win_rate_prompts": 0}
     for rm, per in scores.items():
-        flat = [float(x) for s in per for x in s]
-        out["mean"][rm] = ev.mean(flat)
+        out["mean"][rm] = ev.mean([float(x) for s in per for x in s])
         if human and rm in human:
             if len(human[rm]) != len(per):
                 raise ValueError(f"{rm}: {len(human[rm])} human scores for {len(per)} prompts")
-            ref = [float(h) for h, s in zip(human[rm], per) for _ in s]
-            out["win_rate"][rm] = ev.win_rate(flat, ref)
+            pairs = [(float(x), float(h)) for h, s in zip(human[rm], per) if h is not None
+                     for x in s]
+            if pairs:
+                out["win_rate"][rm] = ev.win_rate([x for x, _ in pairs], [h for _, h in pairs])
+                out["win_rate_prompts"] = sum(h is not None for h in human[rm])
     rates = [out["win_rate"][j] for j in judges if j in out["win_rate"]]
     out["avg_win_rate"] = ev.mean(rates)
     return out

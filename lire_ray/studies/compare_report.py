@@ -6,9 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lire_ray.evaluate import plots
-from lire_ray.evaluate.runner import EvalResult
-from lire_ray.evaluate.summary import (
+from lire_ray import plots
+from lire_ray.evaluator import EvalResult
+from lire_ray.metrics.summary import (
     CI_NOTE,
     KL_NOTE,
     WIN_RATE_NOTE,
@@ -35,7 +35,7 @@ def method_tables(meta: Mapping, runs: Sequence[Mapping], base_flat: Mapping[str
 
     Returns:
         ``(aggregated, main_table, detail_table)`` where ``aggregated`` maps each method
-        (``"base"`` and every loss) to :func:`~lire_ray.evaluate.summary.aggregate_seeds`.
+        (``"base"`` and every loss) to :func:`~lire_ray.metrics.summary.aggregate_seeds`.
     """
     judges, picker = list(meta["judges"]), meta["train_reward"]
     ordered = [picker] + [j for j in judges if j != picker] if picker in judges else judges
@@ -88,7 +88,7 @@ def write_compare_report(out: Path, *, meta: dict, runs: Sequence[dict], base: E
     Args:
         out: Output directory.
         meta: Run description (losses, seeds, judges, train_reward, pool manifest, ...).
-        runs: One dict per (loss, seed) from :func:`lire_ray.evaluate.compare.run_compare`.
+        runs: One dict per (loss, seed) from :func:`lire_ray.studies.compare.run_compare`.
         base: The base policy's evaluation.
         base_flat: Its flat metrics.
         best_of_n: Best-of-n of the base policy on the held-out prompts.

@@ -1,5 +1,5 @@
-"""Stream stage logic without Ray: candidate replacement, RSO selection, part files, pool
-finalisation, job output checks."""
+"""Pool-building logic without Ray: candidate replacement, RSO selection, part files (trusted
+only once their checksum matches), pool finalisation, busy intervals, job output checks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from collections import Counter
 
 import pytest
 
-from lire_ray.config import load_recipe
 from lire_ray.errors import DataError, PoolIntegrityError, RunDirError
-from lire_ray.jobkit import StageActors, job_namespace, pool_output_dir, source_metadata
+from lire_ray.inputs import source_metadata
 from lire_ray.pool import (
     PoolRow,
     read_manifest,
@@ -19,16 +18,24 @@ from lire_ray.pool import (
     table_to_rows,
     write_pool,
 )
-from lire_ray.stream import (
-    PartWriter,
-    busy_intervals,
+from lire_ray.pool.parts import (
     finalize_parts,
-    merge_candidates,
     part_name,
-    record_busy,
-    rso_seed,
-    select_candidates,
+    persisted_ids,
+    read_parts,
+    trusted_parts,
+    write_part,
 )
+from lire_ray.rundir import pool_output_dir
+from lire_ray.runtime.cluster import namespace_for
+from lire_ray.sampling import Candidate, PromptSamples, merge_candidates
+from lire_ray.sampling.rso import rso_seed, select_candidates
+from lire_ray.timing import busy_intervals, overlap_seconds, record_busy
+
+
+def _samples(texts, versions, prompt_text="rendered"):
+    return PromptSamples(prompt_text, tuple(Candidate(t, 1, "stop", v)
+                                            for t, v in zip(texts, versions)))
 
 
 def _row(pid: str, responses=("h",), sources=("human",), versions=(-1,), preferred=-1):
@@ -40,14 +47,18 @@ def _row(pid: str, responses=("h",), sources=("human",), versions=(-1,), preferr
 def test_merge_keeps_human_and_replaces_policy_samples():
     row = _row("a", responses=("human text", "old sample"), sources=("human", "policy@e0"),
                versions=(-1, 0), preferred=0)
-    new = merge_candidates(row, ["s1", "s2", "s3"], [1, 1, 1], keep_human=True, evolve_step=2)
-    assert new.responses == ("human text", "s1", "s2", "s3")
+    new = merge_candidates(row, _samples(["s1", "s2", "s3"], [1, 1, 1]), keep_human=True,
+                           evolve_step=2)
+    assert new.responses == ("human text", "s1", "s2", "s3") and new.prompt_text == "rendered"
     assert new.sources == ("human", "policy@e1", "policy@e1", "policy@e1")
     assert new.policy_version == (-1, 1, 1, 1)
     assert new.preferred == 0 and new.evolve_step == 2
     assert new.rewards == {} and new.ref_logps is None
-    dropped = merge_candidates(row, ["s1"], [1], keep_human=False, evolve_step=2)
+    dropped = merge_candidates(row, _samples(["s1"], [1]), keep_human=False, evolve_step=2)
     assert dropped.responses == ("s1",) and dropped.preferred == -1
+    some = merge_candidates(row, _samples(["s1", "s2", "s3"], [1, 1, 1]), keep_human=True,
+                            evolve_step=2, keep=[2, 0])
+    assert some.responses == ("human text", "s3", "s1")
 
 
 def test_part_name_is_order_independent_and_distinct():
@@ -55,15 +66,21 @@ def test_part_name_is_order_independent_and_distinct():
     assert part_name(["a"]) != part_name(["a", "b"])
 
 
+def writer(parts):
+    return lambda table: write_part(parts, table)
+
+
 def test_parts_finalize_into_a_pool(tmp_path):
     parts = tmp_path / "parts"
-    writer = PartWriter(str(parts))
+    write = writer(parts)
     t1 = rows_to_table([_row("a"), _row("b")])
     t2 = rows_to_table([_row("c")])
-    assert writer(t1) is t1
-    writer(t2)
-    writer(t1)  # a retried batch overwrites its own part
+    write(t1)
+    write(t2)
+    write(t1)  # a retried batch overwrites its own part
     assert len(list(parts.glob("part-*.parquet"))) == 2
+    assert persisted_ids(parts) == {"a", "b", "c"}
+    assert sorted(read_parts(parts).column("prompt_id").to_pylist()) == ["a", "b", "c"]
     manifest = finalize_parts(parts, tmp_path / "pool", expected_ids=["a", "b", "c"])
     assert manifest["num_rows"] == 3
     assert sorted(r.prompt_id for r in table_to_rows(read_pool(tmp_path / "pool"))) == \
@@ -72,11 +89,13 @@ def test_parts_finalize_into_a_pool(tmp_path):
 
 def test_finalize_refuses_missing_or_duplicated_prompts(tmp_path):
     parts = tmp_path / "parts"
-    writer = PartWriter(str(parts))
-    writer(rows_to_table([_row("a"), _row("b")]))
+    write = writer(parts)
+    write(rows_to_table([_row("a"), _row("b")]))
     with pytest.raises(DataError, match="1 missing"):
         finalize_parts(parts, tmp_path / "pool", expected_ids=["a", "b", "c"])
-    writer(rows_to_table([_row("b")]))  # another batch with "b" again
+    with pytest.raises(DataError, match="1 not expected"):
+        finalize_parts(parts, tmp_path / "pool", expected_ids=["a"])
+    write(rows_to_table([_row("b")]))  # another batch with "b" again
     with pytest.raises(DataError, match="1 duplicated"):
         finalize_parts(parts, tmp_path / "pool2", expected_ids=["a", "b"])
     assert not (tmp_path / "pool").exists() and not (tmp_path / "pool2").exists()
@@ -90,12 +109,26 @@ def test_busy_intervals_merge(tmp_path):
     assert busy_intervals(tmp_path) == [(0.0, 3.0), (5.0, 6.0)]
     record_busy(str(tmp_path / "new"), "sampler", 1.0)
     assert len(busy_intervals(tmp_path / "new")) == 1
+    assert overlap_seconds([(0.0, 3.0), (5.0, 6.0)], (2.0, 5.5)) == pytest.approx(1.5)
 
 
 def test_empty_batch_writes_nothing(tmp_path):
-    writer = PartWriter(str(tmp_path / "parts"))
-    writer(rows_to_table([_row("a")]).slice(0, 0))
+    assert write_part(tmp_path / "parts", rows_to_table([_row("a")]).slice(0, 0)) is None
     assert not list((tmp_path / "parts").glob("part-*"))
+
+
+def test_a_part_is_trusted_only_when_its_checksum_matches(tmp_path):
+    parts = tmp_path / "parts"
+    good = write_part(parts, rows_to_table([_row("a")]))
+    torn = write_part(parts, rows_to_table([_row("b")]))
+    assert trusted_parts(parts) == sorted([good, torn])
+    # A crash between the part and its checksum file, and a part damaged afterwards.
+    torn.with_name(torn.name + ".sha256").unlink()
+    assert persisted_ids(parts) == {"a"}
+    (parts / good.name).write_bytes(good.read_bytes()[:-7])
+    assert trusted_parts(parts) == [] and persisted_ids(parts) == set()
+    with pytest.raises(DataError, match="1 missing"):
+        finalize_parts(parts, tmp_path / "pool", expected_ids=["b"])
 
 
 # --- RSO selection (paper sec. 4.7) -------------------------------------------------------------
@@ -105,8 +138,9 @@ REWARDS = [0.3, -1.0, 2.5, 0.9, 1.7, -0.2]
 
 
 def _select(row, *, k=4, keep_human=True, beta=0.5, seed=0, rewards=REWARDS, version=0):
-    return select_candidates(row, TEXTS, [version] * len(TEXTS), rewards, num_candidates=k,
-                             keep_human=keep_human, evolve_step=1, beta=beta, seed=seed)
+    return select_candidates(row, _samples(TEXTS, [version] * len(TEXTS)), rewards,
+                             num_candidates=k, keep_human=keep_human, evolve_step=1, beta=beta,
+                             seed=seed)
 
 
 def test_select_keeps_k_minus_h_policy_candidates_and_the_human_ones():
@@ -166,7 +200,7 @@ def test_select_across_prompts_follows_softmax_of_rewards():
 
 def test_select_refuses_mismatched_lengths():
     with pytest.raises(DataError, match="3 rewards"):
-        select_candidates(_row("a"), TEXTS, [0] * 6, [0.0] * 3, num_candidates=4,
+        select_candidates(_row("a"), _samples(TEXTS, [0] * 6), [0.0] * 3, num_candidates=4,
                           keep_human=True, evolve_step=1, beta=0.5, seed=0)
 
 
@@ -174,7 +208,7 @@ def test_select_refuses_mismatched_lengths():
 
 def test_finalize_replaces_an_existing_pool_only_with_overwrite(tmp_path):
     parts = tmp_path / "parts"
-    PartWriter(str(parts))(rows_to_table([_row("a")]))
+    write_part(parts, rows_to_table([_row("a")]))
     finalize_parts(parts, tmp_path / "pool", expected_ids=["a"], metadata={"v": 1})
     with pytest.raises(DataError, match="already exists"):
         finalize_parts(parts, tmp_path / "pool", expected_ids=["a"], metadata={"v": 2})
@@ -211,13 +245,9 @@ def test_source_metadata(tmp_path):
         source_metadata(str(tmp_path / "missing"))
 
 
-def test_job_namespace_and_stage_actor_names(tmp_path):
-    recipe = load_recipe(None, ["ray.namespace=base"])
-    a = job_namespace(recipe, "sample", tmp_path / "a").ray.namespace
-    assert a.startswith("base-sample-")
-    assert a == job_namespace(recipe, "sample", tmp_path / "a").ray.namespace
-    assert a != job_namespace(recipe, "sample", tmp_path / "b").ray.namespace
-    assert a != job_namespace(recipe, "score", tmp_path / "a").ray.namespace
-    actors = StageActors(namespace="ns", samplers=["s0", "s1"], rewards=["r0"])
-    assert actors.names("sampler") == ["sampler-0", "sampler-1"]
-    assert actors.names("reward") == ["reward-0"] and actors.names("reference") == []
+def test_namespaces_differ_per_job_and_output(tmp_path):
+    a = namespace_for("base", "sample", tmp_path / "a")
+    assert a.startswith("base-")
+    assert a == namespace_for("base", "sample", tmp_path / "a")
+    assert a != namespace_for("base", "sample", tmp_path / "b")
+    assert a != namespace_for("base", "score", tmp_path / "a")

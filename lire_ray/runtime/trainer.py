@@ -21,7 +21,7 @@ from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
-from lire_ray.training.result import TrainResult, collect_result
+from lire_ray.training.result import PolicyInit, TrainResult, collect_result
 from lire_ray.training.worker import WorkerSpec, train_loop
 
 __all__ = ["TrainerGroup", "TrainResult"]
@@ -80,24 +80,22 @@ class TrainerGroup:
                 worker_runtime_env=env or None),
         )
 
-    def fit(self, dataset, *, num_prompts: int, init_model: str, output_dir: str,
+    def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
-            stop_after_epoch: int | None = None, init_adapter: str | None = None
-            ) -> TrainResult:
+            stop_after_epoch: int | None = None) -> TrainResult:
         """Train on ``dataset`` for ``epochs`` epochs and write the policy to ``output_dir``.
 
         Args:
             dataset: A ``ray.data.Dataset`` of pool rows (one prompt with all its candidates
                 per row), possibly still streaming from upstream sampling; consumed once.
             num_prompts: Rows in ``dataset`` (the schedule's length is fixed up front).
-            init_model: Directory or hub id of the policy to start from.
+            init: The policy training starts from (a full model, or a LoRA adapter on it whose
+                training continues).
             output_dir: Destination of the trained policy (Hugging Face format).
             epochs: I, epochs over the data; default ``train.epochs``.
             policy_version: Version of the policy produced (names the Ray Train run).
             log_dir: TensorBoard / W&B directory; default ``<storage_path>/tensorboard/<run>``.
             stop_after_epoch: Stop after this epoch (checkpointed); a later call resumes.
-            init_adapter: With LoRA, an adapter on ``init_model`` to keep training (instead
-                of a fresh one).
 
         Returns:
             A :class:`TrainResult` with the output paths and the per-step metric history.
@@ -119,12 +117,12 @@ class TrainerGroup:
         run_name = f"{self.name}-v{policy_version}"
         if log_dir is None:
             log_dir = str(Path(self.storage_path) / "tensorboard" / run_name)
-        spec = WorkerSpec(recipe=self.recipe.model_dump(mode="json"), init_model=str(init_model),
+        spec = WorkerSpec(recipe=self.recipe.model_dump(mode="json"), init_model=str(init.model),
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
                           stop_after_epoch=stop_after_epoch,
-                          init_adapter=str(init_adapter) if init_adapter else None)
+                          init_adapter=init.adapter)
         try:
             result = self._trainer(dataset, spec).fit()
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:

@@ -1,0 +1,6 @@
+"""Evaluation metrics of the paper (sec. 4.3-4.5, A.8), as pure functions over numbers.
+
+- :mod:`~lire_ray.metrics.stats`: the estimators (mean, win rate, KL, negative flips, Best-of-n,
+  Student-t confidence intervals) and text diversity (distinct-n).
+- :mod:`~lire_ray.metrics.summary`: raw evaluation samples to the numbers a report shows.
+"""
