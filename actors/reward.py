@@ -49,6 +49,12 @@ class RewardActor:
         (see :meth:`~lire_ray.rewards.RewardSet.score_rows`)."""
         return self.rewards.score_rows(rows)
 
+    def score_samples(self, rows: Sequence[PoolRow],
+                      samples: Sequence[Sequence[str]]) -> dict[str, list[list[float]]]:
+        """Scores of new responses (``samples[i]`` for ``rows[i]``) with the rows' metadata
+        and chat turns (see :meth:`~lire_ray.rewards.RewardSet.score_samples`)."""
+        return self.rewards.score_samples(rows, samples)
+
     def score(self, prompts: list[str], responses: list[str],
               metadata: Sequence[Mapping[str, Any] | None] | None = None) -> dict[str, list[float]]:
         """Scores of flat (prompt, response) pairs by every reward model, with optional

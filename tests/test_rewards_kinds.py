@@ -185,6 +185,7 @@ def test_chat_template_renders_the_turns_then_the_response(rm_dirs):
         ids = tok([RENDERED], add_special_tokens=False, return_tensors="pt")
         want = model(**ids).logits[0, 0].item()
     assert got == pytest.approx(want, abs=1e-5)
+    assert rs.score_samples([row], [["Fine."]])["rm"][0][0] == pytest.approx(want, abs=1e-5)
     flat = rs.score_rows([_row("a", ["Fine."], prompt="Human: Hi ... How are you?")])
     assert flat[0].rewards["rm"][0] != pytest.approx(want, abs=1e-5)
 
@@ -202,6 +203,22 @@ def test_python_reward_gets_per_pair_metadata_from_rows():
     # Flat pairs: the caller's dicts, or {} for each pair.
     assert rs.score(["p", "p"], ["42", "42"], [{"answer": "42"}, None]) == {"ans": [1.0, 0.0]}
     assert rs.score(["p"], ["42"]) == {"ans": [0.0]}
+
+
+def test_new_samples_are_scored_with_their_row_metadata():
+    from actors.reward import RewardActor
+
+    actor = RewardActor([RewardModelConfig(name="ans", kind="python",
+                                           path=f"{__name__}:answer_reward")])
+    rows = [_row("a", ["human answer"], meta={"answer": 42}), _row("b", []),
+            _row("c", [], meta={"answer": "Paris"})]
+    got = actor.score_samples(rows, [["42!", "41"], ["42"], ["Paris.", "paris", "Paris"]])
+    assert got == {"ans": [[1.0, 0.0], [0.0], [1.0, 0.0, 1.0]]}
+    label = RewardSet([RewardModelConfig(name="human", kind="label")])
+    with pytest.raises(DataError, match="prompt_id 'a'.*not one of the row's candidates"):
+        label.score_samples(rows[:1], [["x"]])
+    with pytest.raises(DataError, match="2 sample lists for 3 rows"):
+        actor.score_samples(rows, [["x"], ["y"]])
 
 
 def test_metadata_dicts_hold_the_row_meta_and_the_candidate_position():

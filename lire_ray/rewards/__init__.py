@@ -25,7 +25,8 @@ Scoring pool rows (:meth:`RewardSet.score_rows`) builds it as the row's ``meta``
 keys of :data:`~lire_ray.rewards.pairs.RESERVED_KEYS`: ``prompt_id``, ``candidate_index``
 (0-based), ``num_candidates`` (K), ``preferred_index`` (the row's ``preferred``, -1 for none),
 ``is_preferred`` and ``candidate_source``. A row whose own metadata uses one of these keys is
-refused. Flat scoring (:meth:`RewardSet.score`) passes the per-pair dicts the caller gives, or
+refused. New responses to a row's prompt (:meth:`RewardSet.score_samples`: policy samples at
+evaluation or for RSO) get the row's ``meta`` plus ``prompt_id`` only. Flat scoring (:meth:`RewardSet.score`) passes the per-pair dicts the caller gives, or
 ``{}`` for each pair. A Python function receives the list of these dicts (a fresh copy per
 call) only when it has a parameter named ``metadata``, passed by keyword: ``fn(prompts,
 responses)`` is called as before, ``fn(prompts, responses, metadata)`` and ``fn(prompts,
@@ -50,11 +51,11 @@ from lire_ray.rewards.norm import (
     stats_from_dict,
     stats_to_dict,
 )
-from lire_ray.rewards.pairs import RESERVED_KEYS, Pairs
+from lire_ray.rewards.pairs import RESERVED_KEYS, Pairs, row_metadata
 from lire_ray.rewards.remote import RemoteRewardModel
 from lire_ray.rewards.reward_set import RewardSet, build_scorer
 
 __all__ = ["NORM_METADATA_KEY", "RESERVED_KEYS", "HFRewardModel", "LabelReward", "NormStats",
            "Pairs", "PythonReward", "RemoteRewardModel", "RewardSet", "build_scorer",
-           "format_reward_input", "load_norm_stats", "load_python_scorer", "save_norm_stats",
-           "stats_from_dict", "stats_to_dict"]
+           "format_reward_input", "load_norm_stats", "load_python_scorer", "row_metadata",
+           "save_norm_stats", "stats_from_dict", "stats_to_dict"]

@@ -132,6 +132,9 @@ def label_score(meta: dict[str, Any], name: str = "label") -> float:
     index = meta.get("candidate_index")
     if isinstance(preferred, int) and not isinstance(preferred, bool) and preferred >= 0:
         return 1.0 if index == preferred else 0.0
+    if index is None and "prompt_id" in meta:
+        raise DataError("the response is not one of the row's candidates (a new sample), so "
+                        "the label reward has no human judgement of it", source=where)
     if "labels" not in meta:
         if "prompt_id" not in meta:  # a flat pair, scored without its row
             raise DataError("the pair has no row context: score pool rows, or pass metadata "

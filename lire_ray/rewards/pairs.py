@@ -98,35 +98,80 @@ class Pairs:
         """
         prompts, responses, metadata, messages = [], [], [], []
         for row in rows:
+            meta = row_metadata(row)
             where = f"prompt_id {row.prompt_id!r}"
-            try:
-                meta = row.meta
-            except ValueError as exc:
-                raise DataError(f"metadata is not valid JSON: {exc}", source=where,
-                                field="metadata") from None
-            if not isinstance(meta, dict):
-                raise DataError("metadata is not a JSON object", source=where, field="metadata")
-            clash = sorted(set(meta) & set(RESERVED_KEYS))
-            if clash:
-                raise DataError(f"metadata uses key(s) {clash}, which reward scoring reserves "
-                                f"for the candidate's position ({', '.join(RESERVED_KEYS)}); "
-                                "rename them in the data", source=where, field="metadata")
             turns = _turns(row, where)
             for j, response in enumerate(row.responses):
                 prompts.append(row.prompt)
                 responses.append(response)
                 messages.append(turns)
-                metadata.append({**meta, "prompt_id": row.prompt_id, "candidate_index": j,
+                metadata.append({**meta, "candidate_index": j,
                                  "num_candidates": row.num_candidates,
                                  "preferred_index": row.preferred,
                                  "is_preferred": j == row.preferred,
                                  "candidate_source": row.sources[j]})
         return cls(prompts=prompts, responses=responses, metadata=metadata, messages=messages)
 
+    @classmethod
+    def from_samples(cls, rows: Sequence[PoolRow], samples: Sequence[Sequence[str]]) -> Pairs:
+        """One pair per new response of every row (fresh policy samples, not its candidates),
+        with the row's chat turns and :func:`row_metadata` (no candidate keys).
+
+        Args:
+            rows: The prompts' pool rows.
+            samples: ``samples[i]``: the responses to score for ``rows[i]``.
+
+        Raises:
+            DataError: ``samples`` and ``rows`` differ in length, or a row's metadata or chat
+                turns are malformed.
+        """
+        if len(samples) != len(rows):
+            raise DataError(f"{len(samples)} sample lists for {len(rows)} rows",
+                            source="reward input")
+        prompts, responses, metadata, messages = [], [], [], []
+        for row, texts in zip(rows, samples):
+            meta, turns = row_metadata(row), _turns(row, f"prompt_id {row.prompt_id!r}")
+            for text in texts:
+                prompts.append(row.prompt)
+                responses.append(text)
+                metadata.append(dict(meta))
+                messages.append(turns)
+        return cls(prompts=prompts, responses=responses, metadata=metadata, messages=messages)
+
     def slice(self, start: int, stop: int) -> Pairs:
         """Pairs ``start`` to ``stop`` (a batch)."""
         return Pairs(self.prompts[start:stop], self.responses[start:stop],
                      self.metadata[start:stop], self.messages[start:stop])
+
+
+def row_metadata(row: PoolRow) -> dict[str, Any]:
+    """The metadata of a pair whose prompt is ``row``'s but whose response is not one of its
+    candidates (a fresh policy sample scored flat, at evaluation or for RSO): the row's
+    ``meta`` plus ``prompt_id``; the candidate keys of :data:`RESERVED_KEYS` are absent.
+
+    Args:
+        row: The prompt's pool row.
+
+    Returns:
+        A new dict.
+
+    Raises:
+        DataError: The row's metadata is not a JSON object or uses a reserved key.
+    """
+    where = f"prompt_id {row.prompt_id!r}"
+    try:
+        meta = row.meta
+    except ValueError as exc:
+        raise DataError(f"metadata is not valid JSON: {exc}", source=where,
+                        field="metadata") from None
+    if not isinstance(meta, dict):
+        raise DataError("metadata is not a JSON object", source=where, field="metadata")
+    clash = sorted(set(meta) & set(RESERVED_KEYS))
+    if clash:
+        raise DataError(f"metadata uses key(s) {clash}, which reward scoring reserves for the "
+                        f"candidate's position ({', '.join(RESERVED_KEYS)}); rename them in "
+                        "the data", source=where, field="metadata")
+    return {**meta, "prompt_id": row.prompt_id}
 
 
 def _turns(row: PoolRow, where: str) -> Messages | None:

@@ -164,6 +164,31 @@ class RewardSet:
             at += k
         return out
 
+    def score_samples(self, rows: Sequence[PoolRow],
+                      samples: Sequence[Sequence[str]]) -> dict[str, list[list[float]]]:
+        """Scores of new responses to the rows' prompts (policy samples at evaluation or for
+        RSO), each with its row's metadata and chat turns, z-scored where configured.
+
+        Args:
+            rows: The prompts' pool rows.
+            samples: ``samples[i]``: the responses to score for ``rows[i]``.
+
+        Returns:
+            ``{name: [scores of samples[0], scores of samples[1], ...]}``.
+
+        Raises:
+            As :meth:`score_pairs`; the ``label`` reward cannot score new responses
+            (DataError naming the prompt_id).
+        """
+        flat = self.score_pairs(Pairs.from_samples(rows, samples))
+        out: dict[str, list[list[float]]] = {}
+        for name, scores in flat.items():
+            out[name], at = [], 0
+            for texts in samples:
+                out[name].append(scores[at:at + len(texts)])
+                at += len(texts)
+        return out
+
     def fit_normalisation(self, prompts: Sequence[str], responses: Sequence[str],
                           metadata: Metadata = None) -> dict[str, NormStats]:
         """Fit and freeze z-score statistics for models configured with ``normalize: zscore``.
