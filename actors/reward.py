@@ -7,8 +7,8 @@ Undecorated on purpose: jobs apply resources from the recipe with
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lire_ray.config import RewardModelConfig
 from lire_ray.errors import DataError
@@ -45,25 +45,28 @@ class RewardActor:
             self.rewards.norm_stats.update(load_norm_stats(norm_file))
 
     def score_rows(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
-        """Replace each row's rewards with fresh scores of all its candidates."""
-        prompts = [r.prompt for r in rows for _ in r.responses]
-        responses = [c for r in rows for c in r.responses]
-        scores = self.rewards.score(prompts, responses) if responses else {}
-        out, at = [], 0
-        for r in rows:
-            k = r.num_candidates
-            out.append(replace(r, rewards={n: tuple(s[at:at + k]) for n, s in scores.items()}))
-            at += k
-        return out
+        """Rows with fresh rewards of all their candidates, each scored with its row's metadata
+        (see :meth:`~lire_ray.rewards.RewardSet.score_rows`)."""
+        return self.rewards.score_rows(rows)
 
-    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
-        """Scores of flat (prompt, response) pairs by every reward model."""
-        return self.rewards.score(prompts, responses)
+    def score_samples(self, rows: Sequence[PoolRow],
+                      samples: Sequence[Sequence[str]]) -> dict[str, list[list[float]]]:
+        """Scores of new responses (``samples[i]`` for ``rows[i]``) with the rows' metadata
+        and chat turns (see :meth:`~lire_ray.rewards.RewardSet.score_samples`)."""
+        return self.rewards.score_samples(rows, samples)
+
+    def score(self, prompts: list[str], responses: list[str],
+              metadata: Sequence[Mapping[str, Any] | None] | None = None) -> dict[str, list[float]]:
+        """Scores of flat (prompt, response) pairs by every reward model, with optional
+        per-pair metadata dicts."""
+        return self.rewards.score(prompts, responses, metadata)
 
     def score_raw(self, prompts: list[str], responses: list[str],
-                  names: Sequence[str] | None = None) -> dict[str, list[float]]:
+                  names: Sequence[str] | None = None,
+                  metadata: Sequence[Mapping[str, Any] | None] | None = None
+                  ) -> dict[str, list[float]]:
         """Unnormalised scores of flat pairs by every model (or those in ``names``)."""
-        return self.rewards.score_raw(prompts, responses, names)
+        return self.rewards.score_raw(prompts, responses, names, metadata=metadata)
 
     def reload_normalisation(self) -> dict[str, dict[str, float]]:
         """Load ``norm_file`` again (the driver rewrote it) and return the statistics in use.

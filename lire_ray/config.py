@@ -96,21 +96,51 @@ class SamplerConfig(_Strict):
 
 
 class RewardModelConfig(_Strict):
-    """One reward model: an HF sequence classifier or a Python scorer ``module:function``."""
+    """One reward model, by ``kind``: ``hf`` (a sequence classifier), ``python`` (a function
+    ``module:function``), ``remote`` (a server speaking OpenRLHF's ``serve_rm`` protocol) or
+    ``label`` (the data's human judgement: 1 for the preferred candidate or one labelled true,
+    else 0)."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal["hf", "python"] = "hf"
-    path: str = Field(..., description="hf: hub id or directory; python: 'module:function'.")
+    kind: Literal["hf", "python", "remote", "label"] = "hf"
+    path: str | None = Field(None, description="hf: hub id or directory; python: "
+                             "'module:function'; remote and label: unused.")
+    revision: str | None = Field(None, description="hf: hub branch, tag or commit to load "
+                                 "(default: the hub's default branch; ignored for a directory).")
+    url: str | None = Field(None, description="remote: e.g. http://host:5000/get_reward.")
     template: Literal["plain", "openassistant", "qa", "chat"] = "plain"
     normalize: Literal["none", "zscore"] = "none"
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="hf: pairs per forward pass; remote: pairs per "
+                            "request.")
     max_length: int = Field(512, gt=0)
+    timeout_s: float = Field(60.0, gt=0, description="remote: seconds one request may block.")
+    max_retries: int = Field(3, ge=0, description="remote: retries after a connection error, "
+                             "timeout or HTTP 5xx, with exponential backoff; 4xx is never "
+                             "retried.")
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> RewardModelConfig:
-        if self.kind == "python" and ":" not in self.path:
-            raise ValueError(f"reward model '{self.name}': kind 'python' needs path 'module:function'")
+        who, kind = f"reward model '{self.name}'", self.kind
+        if kind in ("hf", "python") and not self.path:
+            what = "a hub id or directory" if kind == "hf" else "'module:function'"
+            raise ValueError(f"{who}: kind '{kind}' needs path ({what})")
+        if kind not in ("hf", "python") and self.path is not None:
+            raise ValueError(f"{who}: kind '{kind}' uses no path (got {self.path!r}); remove it "
+                             "or set it to null")
+        if kind == "python" and ":" not in self.path:
+            raise ValueError(f"{who}: kind 'python' needs path 'module:function'")
+        if self.revision is not None and kind != "hf":
+            raise ValueError(f"{who}: revision applies to kind 'hf' only (kind is '{kind}')")
+        if kind == "remote":
+            from urllib.parse import urlparse
+
+            parsed = urlparse(self.url or "")
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"{who}: kind 'remote' needs url http(s)://host:port/path "
+                                 f"(got {self.url!r})")
+        elif self.url is not None:
+            raise ValueError(f"{who}: url applies to kind 'remote' only (kind is '{kind}')")
         return self
 
 

@@ -17,6 +17,12 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+#: ``from_pretrained`` keywords every weight loader passes: ``model.safetensors`` is preferred
+#: when present (``use_safetensors=None``); otherwise ``pytorch_model.bin`` is read with
+#: ``torch.load(weights_only=True)``, whose unpickler admits tensors and plain containers only,
+#: so a ``.bin`` that would import or call code is refused before anything in it runs.
+SAFE_WEIGHTS = {"use_safetensors": None, "weights_only": True}
+
 
 def _looks_like_path(name: str) -> bool:
     """True when ``name`` can only be a filesystem path (hub ids are ``name`` or ``org/name``)."""
@@ -148,7 +154,10 @@ def resolve_dtype(dtype: str):
 def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
                    trust_remote_code: bool = False, device: str = "cpu",
                    attn_implementation: str = "sdpa"):
-    """Load a causal LM (safetensors only) from a hub id or a local directory.
+    """Load a causal LM from a hub id or a local directory.
+
+    Weights are read as :data:`SAFE_WEIGHTS` says: safetensors when present, else a
+    ``pytorch_model.bin`` through ``torch.load(weights_only=True)``.
 
     SDPA attention is the default because shared-prefix packing
     (:mod:`lire_ray.logprobs`) passes a custom 4D boolean mask, which SDPA accepts.
@@ -165,7 +174,8 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
 
     Raises:
         ConfigError: Unknown dtype.
-        ModelLoadError: Missing local path, unreachable hub, or no safetensors weights.
+        ModelLoadError: Missing local path, unreachable hub, no weights, or a ``.bin`` holding
+            more than tensors.
     """
     from transformers import AutoModelForCausalLM
 
@@ -173,8 +183,8 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
     name = _resolve(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
-            attn_implementation=attn_implementation)
+            name, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation, **SAFE_WEIGHTS)
     except Exception as err:
         raise _load_error(name, "causal LM", err) from err
     return model.to(device).eval()

@@ -10,7 +10,7 @@ import torch
 
 from lire_ray.config import RewardModelConfig
 from lire_ray.demo.tiny_models import build_tiny_policy, build_tiny_reward_model
-from lire_ray.errors import DataError, ModelLoadError
+from lire_ray.errors import ConfigError, DataError, ModelLoadError
 from lire_ray.pool import PoolRow
 from lire_ray.rewards import (
     NORM_METADATA_KEY,
@@ -204,7 +204,11 @@ def test_reward_actor_loads_its_norm_file(tmp_path):
         {"len": (2.0,), "len2": (6.0,)}
 
     later = RewardActor(_len_configs(), norm_file=str(tmp_path / "not-yet.json"))
-    assert later.normalisation() == {} and later.score(["p"], ["ab"])["len"] == [2.0]
+    assert later.normalisation() == {}
+    # Unfitted statistics are an error, never raw scores in disguise; raw scoring still works.
+    with pytest.raises(ConfigError, match="'len'.*zscore.*fit"):
+        later.score(["p"], ["ab"])
+    assert later.score_raw(["p"], ["ab"]) == {"len": [2.0], "len2": [2.0]}
     with pytest.raises(DataError, match="not-yet.json"):
         later.reload_normalisation()
     with pytest.raises(DataError, match="without a norm_file"):
