@@ -207,11 +207,11 @@ def _open_hub(name: str, split: str, config: str | None) -> InputSource:
     datasets = _import_datasets(f"hub dataset {name!r}")
     cache = hub_cache_dir()
     if not _cached_dirs(name, cache, datasets):
-        raise DataError(f"is neither a local file or folder nor a Hugging Face hub dataset in "
-                        f"the local cache ({cache}); hub datasets are read offline and never "
-                        "downloaded: load it once with datasets.load_dataset where the hub is "
-                        "reachable (same HF_HOME / HF_DATASETS_CACHE), or pass a local file or "
-                        "folder", source=src)
+        raise DataError(f"is not a local file or folder, and Hugging Face hub dataset {name!r} "
+                        f"is not in the local cache ({cache}); hub datasets are read "
+                        "offline and never downloaded: load it once with datasets.load_dataset "
+                        "where the hub is reachable (same HF_HOME / HF_DATASETS_CACHE), or pass "
+                        "a local file or folder", source=src)
     try:
         with _offline(datasets), _quiet(datasets):
             ds = datasets.load_dataset(name, config, split=split, cache_dir=str(cache))

@@ -224,7 +224,8 @@ class TrlParser:
         skip = {*TRL_COLUMNS, "prompt_id", *used}
         out = {}
         for key, value in rec.items():
-            if key in skip or (key == "messages" and value == rec.get("chosen")):
+            # A null is a column this record lacks (Parquet has every column in every row).
+            if key in skip or value is None or (key == "messages" and value == rec.get("chosen")):
                 continue
             try:
                 json.dumps(value, allow_nan=False)
