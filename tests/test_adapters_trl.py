@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -481,3 +482,58 @@ def test_cli_trl_with_columns_reward_name_and_a_cached_hub_id(tmp_path):
     assert "org/missing[train]" in res.stderr and "local cache" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()
+
+
+def readme_data_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Data\n"):]
+    section = section[:section.index("\n## ", 1)]
+    return [line.strip() for line in section.splitlines() if line.startswith("    python ")]
+
+
+def test_readme_data_examples_run_as_written(tmp_path):
+    """Every command of the README's Data section, run as written from a copy of the
+    repository layout (links to jobs/ and tests/), writes the pool it names."""
+    pytest.importorskip("datasets")
+    for name in ("jobs", "tests"):
+        (tmp_path / name).symlink_to(REPO / name)
+    commands = readme_data_commands()
+    assert len(commands) >= 8
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    for command in commands:
+        argv = shlex.split(command)
+        res = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert res.returncode == 0, (command, res.stderr[-2000:])
+
+    def pool(name):
+        return [row_view(r) for r in table_to_rows(read_pool(tmp_path / "pools" / name))]
+
+    assert pool("shards-train") == [
+        expect("The sky is", [" blue.", " green."], 0),
+        expect("Water boils at", [" 100 C at sea level.", " 50 C at sea level."], 0),
+        expect("Q: Capital of France?\nA:", [" Paris", " Lyon"], 0)]
+    assert pool("shards-test") == [expect("Two plus two is", [" four.", " five."], 0)]
+    q = "How many legs does a spider have?"
+    assert pool("uf")[1] == expect(f"{H} {q}{A}", ["Eight.", "Six."], 0, messages=[user(q)],
+                                   rewards={"gpt4": [8.0, 2.0]}, pid="uf-2")
+    assert [(r[2], r[5], r[8]) for r in pool("prompts")] == [((), -1, {"answer": "42"}),
+                                                            ((), -1, {"answer": "5"})]
+    assert [(r[1], r[2], r[5], r[8]) for r in pool("unpaired")] == [
+        ("The capital of France is", (" Paris.", " Berlin."), 0, {"labels": [True, False]}),
+        ("The largest planet is", (" Mars.",), -1, {"labels": [False]})]
+    assert pool("renamed") == [expect("Is the sun a star?", [
+        "Yes, a G-type main-sequence star.", "No, it is a planet."], 0)]
+    assert pool("math") == [expect("What is 6 * 7?", [], -1, meta={"answer": "42"})]
+    assert read_manifest(tmp_path / "pools" / "math")["metadata"]["prepare"]["input_kind"] == \
+        "saved_dataset_dict"
+
+
+def test_cli_help_documents_trl_and_the_input_kinds():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("trl", "--columns", "--reward-name", "--split", "save_to_disk", "shards",
+                 "preference", "implicit prompt", "prompt-only", "prompt-completion",
+                 "unpaired preference", "score_chosen", "metadata", "never downloaded",
+                 "local datasets cache", "conversational"):
+        assert word in res.stdout, word

@@ -98,6 +98,12 @@ class TrlParser:
     def __call__(self, f: Fields) -> PoolRow:
         """Parse one record (a :class:`~lire_ray.adapters.formats.RecordParser`).
 
+        Args:
+            f: The record with its file and row.
+
+        Returns:
+            Its pool row (for unpaired preference one completion, grouped by :meth:`finish`).
+
         Raises:
             BadRow: The record is malformed.
             DataError: The record is of another type or format than the earlier ones, or the
@@ -106,15 +112,17 @@ class TrlParser:
         kind = self._type(f)
         conv = self._format(f, kind)
         prompt, messages, candidates = _PARSE[kind](self, f, conv)
-        cand_cols = ("completion",) if kind in ("prompt_completion", "unpaired_preference") \
-            else ("chosen", "rejected") if kind != "prompt_only" else ()
-        rewards, used = self._scores(f, cand_cols)
+        rewards, used = self._scores(f, tuple(c for c in TYPES[kind]
+                                              if c in ("chosen", "rejected", "completion")))
         extras = self._extras(f, used)
         preferred = -1 if kind == "prompt_only" else 0
         if kind == "unpaired_preference":
             label = f.record["label"]
             if not isinstance(label, bool):
                 raise f.bad("wrong_type", f"expected boolean, got {_tname(label)}", "label")
+            if LABELS_KEY in extras:
+                raise f.bad("unexpected_field", "is where the labels of a prompt's completions "
+                            "go; rename it with --columns", LABELS_KEY)
             preferred = 0 if label else -1
             extras = {LABELS_KEY: [label], **extras}
         k = len(candidates)
@@ -194,13 +202,10 @@ class TrlParser:
             return _split_turns(f, chosen, rejected)
         return _split_text(f, f.get("chosen", str), f.get("rejected", str))
 
-    def _prompt_only(self, f: Fields, conv: bool):
+    def _prompted(self, f: Fields, conv: bool):  # prompt-only, prompt-completion, unpaired
         prompt, messages = _prompt(f, conv)
-        return prompt, messages, []
-
-    def _completion(self, f: Fields, conv: bool):
-        prompt, messages = _prompt(f, conv)
-        return prompt, messages, [_answer(f, "completion", conv)]
+        has_answer = f.record.get("completion") is not None
+        return prompt, messages, [_answer(f, "completion", conv)] if has_answer else []
 
     # ---- extra columns -----------------------------------------------------------------------
 
@@ -296,9 +301,9 @@ class TrlParser:
 
 _PARSE = {"preference": TrlParser._preference,
           "preference_implicit_prompt": TrlParser._implicit,
-          "prompt_only": TrlParser._prompt_only,
-          "prompt_completion": TrlParser._completion,
-          "unpaired_preference": TrlParser._completion}
+          "prompt_only": TrlParser._prompted,
+          "prompt_completion": TrlParser._prompted,
+          "unpaired_preference": TrlParser._prompted}
 
 
 def _first_seen(column: str, metas: list[dict]) -> int:
