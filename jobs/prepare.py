@@ -45,9 +45,9 @@ FORMAT_HELP = """\
 inputs (--input):
   a file    .jsonl / .json (one array of objects) / .parquet, optionally .gz
   a folder  of Parquet or JSONL shards (*.parquet, *.jsonl, *.ndjson, optionally .gz), read in
-            sorted name order; when the names start with several splits, as hub folders do
-            (train-00000-of-00002.parquet, test-00000-of-00001.parquet), --split picks one
-            (default train)
+            sorted name order; --split picks the files named SPLIT-* or SPLIT.*; when the
+            names say their split, as hub folders do (train-00000-of-00002.parquet,
+            test-00000-of-00001.parquet, train.jsonl), the default is train, else all files
   a folder  written by datasets' save_to_disk: a Dataset, or a DatasetDict whose split
             --split picks (default train, or the only split there is)
   a hub id  e.g. trl-lib/ultrafeedback_binarized, read OFFLINE from the local datasets cache

@@ -247,6 +247,18 @@ def test_jsonl_shards_folder_keeps_order_and_names_the_shard_in_errors(tmp_path)
         data / "part-2.jsonl")
 
 
+def test_duplicate_prompt_across_shards_names_both_files(tmp_path):
+    data = tmp_path / "shards"
+    data.mkdir()
+    write_jsonl(data / "a.jsonl", PREFS[:2])
+    write_jsonl(data / "b.jsonl", [PREFS[2], PREFS[1]])
+    with pytest.raises(BadRow) as err:
+        prepare_pool("trl", str(data), tmp_path / "pool")
+    assert (err.value.source, err.value.row, err.value.reason) == (
+        str(data / "b.jsonl"), 2, "duplicate_prompt_id")
+    assert f"first at row 2 of {data / 'a.jsonl'}" in str(err.value)
+
+
 def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list(PREFS[:3]).save_to_disk(str(tmp_path / "ds"))
@@ -401,6 +413,12 @@ BAD = [
      DataError, 1, "query", None, {"columns": "prompt=query,completion=answer"}),
     ("columns_target_exists", [{"question": P, "prompt": "other", "completion": "a"}],
      DataError, 1, "prompt", None, {"columns": "prompt=question"}),
+    ("labels_column_reserved", [{"prompt": P, "completion": "a", "label": True,
+                                 "labels": "x"}],
+     BadRow, 1, "labels", "unexpected_field", {}),
+    ("score_rejected_missing", [{"prompt": P, "chosen": "a", "rejected": "b",
+                                 "score_chosen": 1.0}],
+     BadRow, 1, "score_rejected", "missing_field", {}),
     ("language_modeling", [{"messages": [user("a"), bot("b")]}],
      DataError, 1, "messages", None, {}),
     ("stepwise", [{"prompt": P, "completions": ["a", "b"], "labels": [True, False]}],

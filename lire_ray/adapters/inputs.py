@@ -7,9 +7,10 @@ What ``--input`` may name, tried in this order:
   a DatasetDict (``dataset_dict.json``, one sub-folder per split; ``split`` picks one, default
   "train", or the only split there is);
 - a folder of Parquet or JSONL shards (``*.parquet``, ``*.jsonl``, ``*.ndjson``, each optionally
-  ``.gz``), read in sorted name order. When the names carry several split prefixes, as hub
-  folders do (``train-00000-of-00002.parquet``, ``test-00000-of-00001.parquet``), ``split``
-  selects the files whose name is the split followed by ``-`` or ``.`` (default "train");
+  ``.gz``), read in sorted name order. ``split`` selects the files whose name is the split
+  followed by ``-`` or ``.``; without it, a folder whose names say their split, as hub folders
+  do (``train-00000-of-00002.parquet``, ``test-00000-of-00001.parquet``, ``train.jsonl``),
+  is read for split "train", and any other folder (``part-0.jsonl``, ...) whole;
 - anything else that does not look like a path: a Hugging Face hub dataset id, read from the
   local ``datasets`` cache (``HF_DATASETS_CACHE``, else ``$HF_HOME/datasets``) in offline mode.
   Nothing is ever downloaded: an id that is not cached is an error saying so.
@@ -36,6 +37,9 @@ DEFAULT_SPLIT = "train"
 _PATH_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".gz")
 _SHARD_SUFFIXES = (".parquet", ".jsonl", ".ndjson")
 _BATCH = 1024
+_HUB_SHARD = re.compile(r"^[^-.]+-\d+-of-\d+\.")
+_SPLIT_NAMES = {"train", "training", "validation", "valid", "val", "dev", "test", "testing",
+                "eval", "evaluation"}
 
 
 @dataclass
@@ -113,6 +117,12 @@ def split_prefix(name: str) -> str:
     return re.split(r"[-.]", name, maxsplit=1)[0]
 
 
+def _names_split(name: str) -> bool:
+    """Whether a shard name says which split it holds: the hub's ``{split}-00000-of-00002``
+    naming, or a usual split name before the first ``-`` / ``.`` (``train.jsonl``)."""
+    return bool(_HUB_SHARD.match(name)) or split_prefix(name).lower() in _SPLIT_NAMES
+
+
 def _open_shards(folder: Path, split: str | None) -> InputSource:
     src = str(folder)
     names = sorted(p.name for p in folder.iterdir()
@@ -126,7 +136,7 @@ def _open_shards(folder: Path, split: str | None) -> InputSource:
         raise DataError("folder mixes Parquet and JSONL shards; keep one kind per folder",
                         source=src)
     prefixes = sorted({split_prefix(n) for n in names})
-    if split is None and len(prefixes) > 1:
+    if split is None and any(_names_split(n) for n in names):
         split = DEFAULT_SPLIT
         if split not in prefixes:
             raise DataError(f"folder holds several splits ({', '.join(prefixes)}); pick one "

@@ -153,12 +153,13 @@ def convert_records(fmt: str, records: Iterable[Record | tuple[int, dict | BadRo
     rows, first_seen = [], {}
     for src, row_no, row in items:
         if row.prompt_id in first_seen:
+            first_src, first_row = first_seen[row.prompt_id]
+            where = f"row {first_row}" + ("" if first_src == src else f" of {first_src}")
             on_bad(BadRow("duplicate_prompt_id", f"duplicate prompt_id {row.prompt_id!r} (first "
-                          f"at {first_seen[row.prompt_id]})", source=src, row=row_no,
+                          f"at {where})", source=src, row=row_no,
                           field=source_field("prompt_id", columns)))
             continue
-        first_seen[row.prompt_id] = f"row {row_no}" if src == source or src == items[0][0] \
-            else f"{src} row {row_no}"
+        first_seen[row.prompt_id] = (src, row_no)
         rows.append(row)
     if not rows:
         raise DataError(f"no valid rows (read {report.input_rows}, skipped "

@@ -1,19 +1,13 @@
 """The ``trl`` input format: TRL's dataset types, standard or conversational, as pool rows.
 
-Dataset types, detected from a record's non-null columns (names as in TRL's dataset-format
-guide; ``--columns`` renames others to these):
+Dataset types, detected from a record's non-null columns (TRL's names; ``--columns`` renames
+others to these), and the pool rows they give:
 
-==============================  ===============================  ==============================
-type                            columns                          pool row
-==============================  ===============================  ==============================
-``preference``                  prompt, chosen, rejected         K = 2, preferred = 0 (chosen)
-``preference_implicit_prompt``  chosen, rejected                 K = 2, preferred = 0; prompt =
-                                                                 what the two texts share
-``prompt_only``                 prompt                           K = 0, preferred = -1
-``prompt_completion``           prompt, completion               K = 1, preferred = 0
-``unpaired_preference``         prompt, completion, label        one row per prompt: K = its
-                                                                 completions, labels in metadata
-==============================  ===============================  ==============================
+- ``preference`` (prompt, chosen, rejected) and ``preference_implicit_prompt`` (chosen,
+  rejected; the prompt is what the two share): K = 2, preferred = 0 (chosen);
+- ``prompt_only`` (prompt): K = 0, preferred = -1 (self-enhancement samples the candidates);
+- ``prompt_completion`` (prompt, completion): K = 1, preferred = 0;
+- ``unpaired_preference`` (prompt, completion, label): one row per prompt (see below).
 
 Standard values are strings; conversational ones are lists of ``{"role": "system" | "user" |
 "assistant", "content": str}`` messages. A conversational prompt is kept as ``prompt_messages``
@@ -32,8 +26,9 @@ it: the prompt turns come from the conversations.
 Extra columns: ``score_chosen`` / ``score_rejected`` (``score_completion`` for completions) are
 numeric rewards stored under the ``reward_name`` given (default "given"); ``prompt_id`` is the
 row id (else the sha1 of the prompt text); every other column is kept in the row's ``metadata``
-JSON object under its own name (e.g. a reference ``answer`` for verifiable tasks), except a
-``messages`` column equal to the chosen conversation (UltraFeedback binarized repeats it).
+JSON object under its own name (e.g. a reference ``answer`` for verifiable tasks), except nulls
+(a column this row lacks) and a ``messages`` column equal to the chosen conversation
+(UltraFeedback binarized repeats it).
 Unpaired preference rows are grouped by prompt: the completions become the candidates, their
 labels go to ``metadata["labels"]`` (one bool per candidate) and ``preferred`` is the first
 completion labelled true (-1 if none); an extra column that is constant within every prompt is
