@@ -43,7 +43,8 @@ from lire_ray.errors import LireError  # noqa: E402
 
 FORMAT_HELP = """\
 inputs (--input):
-  a file    .jsonl / .json (one array of objects) / .parquet, optionally .gz
+  a file    .jsonl / .json (one array of objects) / .parquet, optionally .gz (no splits:
+            --split is refused, as for a saved Dataset)
   a folder  of Parquet or JSONL shards (*.parquet, *.jsonl, *.ndjson, optionally .gz), read in
             sorted name order; --split picks the files named SPLIT-* or SPLIT.*; when the
             names say their split, as hub folders do (train-00000-of-00002.parquet,
@@ -79,7 +80,8 @@ formats (one record per JSONL line, JSON array element, or Parquet/dataset row):
                                    samples
               prompt-completion    {prompt, completion}: K = 1, preferred = 0
               unpaired preference  {prompt, completion, label: bool}: completions grouped by
-                                   prompt; labels kept in the row metadata as "labels"
+                                   prompt; labels kept in the row metadata as "labels";
+                                   preferred = the first labelled true (-1 if none)
             score_chosen / score_rejected (score_completion) columns become rewards named by
             --reward-name; prompt_id is the row id; other columns go to the row metadata.
             Conversational prompts keep their turns (prompt_messages). Candidates are
