@@ -26,7 +26,8 @@ Formats (the record fields each one reads):
   ``prompt`` holds the turns rendered HH-style (``"\\n\\nHuman: ..."``, ending in
   ``"\\n\\nAssistant:"``) and ``prompt_messages`` the turns as JSON.
 
-Every format's ``prompt_id`` is the given one or the sha1 of the prompt text.
+Every format's ``prompt_id`` is the given one or the sha1 of the prompt text. The ``trl``
+format (TRL's dataset types) is read by :mod:`lire_ray.adapters.trl`.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def parse_tldr(f: Fields) -> PoolRow:
                    sources=tuple(sources), policy_version=(-1,) * len(texts), preferred=choice)
 
 
-def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
-               ) -> list[tuple[int, PoolRow]]:
+def merge_tldr(items: list[tuple[str, int, PoolRow]], on_bad
+               ) -> list[tuple[str, int, PoolRow]]:
     """Merge comparison rows about the same post into one row per ``prompt_id``.
 
     Candidates are the union of distinct summary texts in order of first appearance. The
@@ -166,26 +167,26 @@ def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
     (``conflicting_prompt``) passed to ``on_bad``.
 
     Args:
-        items: (row number, single-comparison row) in input order.
+        items: (file, row number, single-comparison row) in input order.
         on_bad: Called with each :class:`BadRow`; raises or records it.
-        source: Input name for messages.
 
     Returns:
-        (row number of the first comparison, merged row) in order of first appearance.
+        (file, row number of the first comparison, merged row) in order of first appearance.
     """
     groups: dict[str, dict] = {}
-    for row_no, row in items:
+    for src, row_no, row in items:
         g = groups.get(row.prompt_id)
         if g is None:
-            g = {"row": row_no, "first": row, "texts": {}, "wins": Counter()}
+            g = {"src": src, "row": row_no, "first": row, "texts": {}, "wins": Counter()}
             groups[row.prompt_id] = g
         elif row.prompt != g["first"].prompt:
-            on_bad(BadRow("conflicting_prompt", f"prompt differs from row {g['row']}, which "
-                          "has the same info.id", source=source, row=row_no,
+            where = f"row {g['row']}" + ("" if g["src"] == src else f" of {g['src']}")
+            on_bad(BadRow("conflicting_prompt", f"prompt differs from {where}, which has the "
+                          "same info.id", source=src, row=row_no,
                           field="info.post"))
             continue
-        for text, src in zip(row.responses, row.sources, strict=True):
-            g["texts"].setdefault(text, src)
+        for text, src_tag in zip(row.responses, row.sources, strict=True):
+            g["texts"].setdefault(text, src_tag)
         g["wins"][row.responses[row.preferred]] += 1
     out = []
     for g in groups.values():
@@ -193,7 +194,7 @@ def merge_tldr(items: list[tuple[int, PoolRow]], on_bad, source: str
         best = max(g["wins"].values())
         preferred = next(j for j, t in enumerate(texts) if g["wins"][t] == best)
         first = g["first"]
-        out.append((g["row"], PoolRow(
+        out.append((g["src"], g["row"], PoolRow(
             prompt_id=first.prompt_id, prompt=first.prompt, responses=tuple(texts),
             sources=tuple(g["texts"].values()), policy_version=(-1,) * len(texts),
             preferred=preferred)))

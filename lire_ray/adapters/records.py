@@ -1,9 +1,9 @@
-"""Reading raw input records and checking their fields.
+"""Reading the raw records of one input file, and checking their fields.
 
-Inputs: a local JSONL, JSON (one array of objects) or Parquet file, each optionally gzipped,
-or a Hugging Face datasets id (anything that is not an existing path and does not look like
-one). Every record carries a row number for error messages: the 1-based line for JSONL, the
-0-based element or row index for JSON arrays, Parquet and hub datasets.
+Files: JSONL, JSON (one array of objects) or Parquet, each optionally gzipped (folders, saved
+datasets and hub ids are opened by :mod:`lire_ray.adapters.inputs`, which reads their files
+here). Every record carries its file and a row number for error messages: the 1-based line for
+JSONL, the 0-based element or row index for JSON arrays and Parquet.
 
 A problem confined to one record (bad JSON on one line, invalid UTF-8 on one line, a missing or
 mistyped field) is a :class:`BadRow`, which ``on_bad_row="skip"`` may skip; a problem with the
@@ -16,16 +16,15 @@ import gzip
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lire_ray.errors import DataError, DependencyError
+from lire_ray.errors import DataError
 
-_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".gz")
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", list: "list", dict: "object"}
 
 
@@ -41,36 +40,38 @@ class BadRow(DataError):
 
     def __init__(self, reason: str, message: str, *, source=None, row=None, field=None):
         self.reason = reason
+        self.detail = message  # the message without the "file, row, field" prefix
         super().__init__(message, source=source, row=row, field=field)
 
 
-def iter_records(spec: str, *, split: str = "train", hf_config: str | None = None
-                 ) -> tuple[str, Iterator[tuple[int, dict | BadRow]]]:
-    """Open an input and iterate over its records.
+class Record(NamedTuple):
+    """One raw input record with where it came from.
+
+    Attributes:
+        source: The file (or folder, or dataset) named in errors about this record.
+        row: Its row number in ``source`` (1-based line for JSONL, else 0-based index).
+        value: The record, or the :class:`BadRow` saying why it could not be read.
+    """
+
+    source: str
+    row: int
+    value: dict | BadRow
+
+
+def iter_file(path: Path) -> Iterator[Record]:
+    """Iterate over the records of one local JSONL, JSON or Parquet file (optionally .gz).
 
     Args:
-        spec: Local file path or Hugging Face datasets id.
-        split: Dataset split, for hub ids only.
-        hf_config: Dataset configuration name, for hub ids only.
+        path: An existing file.
 
     Returns:
-        (source name for messages, iterator of (row number, record or the BadRow describing
-        why that record could not be read)).
+        Iterator of :class:`Record`, named by the file path.
 
     Raises:
-        DataError: The file does not exist, cannot be read, or has an unknown format; the hub
-            dataset cannot be loaded (e.g. offline).
-        DependencyError: A hub id was given but ``datasets`` is not installed.
+        DataError: The file cannot be read or has an unknown format.
     """
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        raise DataError("is a directory; pass a JSONL, JSON or Parquet file", source=spec)
-    if path.is_file():
-        return str(path), _iter_file(path)
-    if spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(_SUFFIXES):
-        raise DataError("no such file", source=spec)
-    source = f"{spec}[{split}]"
-    return source, _iter_hub(spec, split, hf_config, source)
+    src = str(path)
+    return (Record(src, row, value) for row, value in _iter_file(path))
 
 
 def _iter_file(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
@@ -168,22 +169,6 @@ def _iter_parquet(path: Path, src: str) -> Iterator[tuple[int, dict | BadRow]]:
         raise DataError(f"cannot read Parquet: {exc}", source=src) from exc
 
 
-def _iter_hub(name: str, split: str, config: str | None, src: str):
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DependencyError(f"{name!r} is not a local file; loading it from the Hugging Face "
-                              "hub needs `pip install datasets`") from exc
-    try:
-        ds = datasets.load_dataset(name, config, split=split)
-    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear message
-        raise DataError(f"not a local file, and loading it as a Hugging Face dataset failed "
-                        f"({type(exc).__name__}: {str(exc)[:300]}); when offline, pass a local "
-                        "JSONL/JSON/Parquet file", source=src) from exc
-    for i, record in enumerate(ds):
-        yield i, dict(record)
-
-
 def _tname(value: Any) -> str:
     if value is None:
         return "null"
@@ -192,20 +177,47 @@ def _tname(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def source_field(field: str | None, columns: Mapping[str, str]) -> str | None:
+    """Name a field the way the input spells it: ``chosen[0].content`` read through
+    ``--columns chosen=good`` is ``good[0].content`` in the user's file.
+
+    Args:
+        field: A field name as a format calls it, possibly with ``[i]`` / ``.key`` suffixes.
+        columns: {format name: source column}.
+
+    Returns:
+        The field with a renamed column's source name substituted.
+    """
+    if not field or not columns:
+        return field
+    for target, source in columns.items():
+        if field == target or field.startswith((target + "[", target + ".")):
+            return source + field[len(target):]
+    return field
+
+
 class Fields:
     """Typed access to one record's fields; every failure is a :class:`BadRow` naming the field.
 
     Args:
-        record: The raw record.
+        record: The raw record (its keys already renamed by ``--columns``, if any).
         source: Input name for messages.
         row: Row number for messages.
+        columns: The ``--columns`` renaming {format name: source column}, so that errors name
+            fields as the input spells them.
     """
 
-    def __init__(self, record: dict, source: str, row: int):
+    def __init__(self, record: dict, source: str, row: int,
+                 columns: Mapping[str, str] | None = None):
         self.record, self.source, self.row = record, source, row
+        self.columns = columns or {}
+
+    def name(self, field: str | None) -> str | None:
+        """``field`` as the input spells it (see :func:`source_field`)."""
+        return source_field(field, self.columns)
 
     def bad(self, reason: str, message: str, field: str | None = None) -> BadRow:
-        return BadRow(reason, message, source=self.source, row=self.row, field=field)
+        return BadRow(reason, message, source=self.source, row=self.row, field=self.name(field))
 
     def get(self, name: str, kind: type, *, within: dict | None = None, prefix: str = "",
             optional: bool = False):
