@@ -297,6 +297,14 @@ class Recipe(_Strict):
         unknown = [j for j in self.eval.judges if j not in names]
         if unknown:
             raise ValueError(f"eval.judges {unknown} are not reward models {names}")
+        labels = [rm.name for rm in self.rewards if rm.kind == "label"]
+        if [j for j in self.eval.judges if j in labels]:
+            raise ValueError(f"eval.judges: {labels} are of kind label, which scores only a "
+                             "dataset's own candidates and cannot judge new responses")
+        if self.sampler.rso.enabled and self.train_reward_name in labels:
+            raise ValueError(f"sampler.rso selects samples by the training reward, but "
+                             f"'{self.train_reward_name}' is of kind label, which cannot score "
+                             "new samples")
         if self.evolve.max_staleness > 0 and self.resources.placement != "split":
             raise ValueError("evolve.max_staleness > 0 samples the next pool while the trainer "
                              "runs, which needs resources.placement=split")
@@ -319,6 +327,12 @@ class Recipe(_Strict):
         if self.evolve.train_reward:
             return self.evolve.train_reward
         return self.rewards[0].name if self.rewards else None
+
+    @property
+    def judge_names(self) -> list[str]:
+        """The reward models that judge held-out responses: ``eval.judges``, default every one
+        that can score new text (all but ``kind: label``)."""
+        return list(self.eval.judges) or [rm.name for rm in self.rewards if rm.kind != "label"]
 
     def to_yaml(self) -> str:
         """The fully resolved recipe as YAML (what a run directory snapshots)."""

@@ -116,13 +116,14 @@ class Evaluator:
                      "those only", len(have), len(self.rows))
         if not have:
             return None
-        scored = self.roles.map("reward", "score_rows", [
-            replace(self.rows[i], responses=(text,), sources=("human",), policy_version=(-1,),
-                    rewards={}, preferred=0, ref_logps=None) for i, text in have])
+        # Scored like the policy's samples (the same models, the same metadata).
+        scored = self.roles.call("reward", "score_samples", [self.rows[i] for i, _ in have],
+                                 [[text] for _, text in have])
         out: dict[str, list[float | None]] = {}
-        for (i, _), row in zip(have, scored):
-            for rm, s in row.rewards.items():
-                out.setdefault(rm, [None] * len(self.rows))[i] = s[0]
+        for rm, per in scored.items():
+            out[rm] = [None] * len(self.rows)
+            for (i, _), s in zip(have, per):
+                out[rm][i] = s[0]
         return out
 
     def _rows_with(self, responses: Sequence[Sequence[str]]) -> list[PoolRow]:
@@ -136,8 +137,7 @@ class Evaluator:
         samples = self.roles.map("sampler", "sample_rows", self.rows, n=n,
                                  temperature=temperature, top_p=1.0, seed=self.seed)
         texts = [[c.text for c in s.candidates] for s in samples]
-        scored = self.roles.map("reward", "score_rows", self._rows_with(texts))
-        scores = {rm: [list(r.rewards[rm]) for r in scored] for rm in scored[0].rewards}
+        scores = self.roles.call("reward", "score_samples", self.rows, texts)
         return Generation(temperature, texts, scores,
                           [[c.cumulative_logprob for c in s.candidates] for s in samples],
                           [[tuple(c.token_ids) for c in s.candidates] for s in samples])
@@ -179,7 +179,7 @@ class Evaluator:
             num_samples: Samples per prompt at temperatures above 0; default
                 ``max(eval.num_samples, eval.kl_samples)``.
             judges: The reward models averaged into the average win rate; default
-                ``eval.judges`` or every reward model.
+                ``eval.judges`` or every reward model that can score new text.
             with_kl: Also sample at temperature 1 and estimate the KL.
 
         Returns:
@@ -190,7 +190,7 @@ class Evaluator:
         ev = self.recipe.eval
         temps = ev.temperatures if temperatures is None else temperatures
         n_hot = num_samples or max(ev.num_samples, ev.kl_samples)
-        judges = list(judges or ev.judges or [rm.name for rm in self.recipe.rewards])
+        judges = list(judges or self.recipe.judge_names)
         result = EvalResult(records=[])
         extra = {KL_TEMPERATURE} if with_kl else set()
         for t in sorted({float(x) for x in temps} | extra):

@@ -32,7 +32,7 @@ def _kl(d: dict) -> str:
 
 
 def _heldout(recipe: Recipe, before: dict, after: dict, plot_dir: Path):
-    judges = list(recipe.eval.judges) or [rm.name for rm in recipe.rewards]
+    judges = recipe.judge_names
     trained = recipe.train_reward_name
     rows, div_rows, made, summary, metrics = [], [], [], [], {}
     for rec_b in before["records"]:

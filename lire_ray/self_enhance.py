@@ -43,6 +43,12 @@ def run(recipe: Recipe) -> Path:
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
+    labels = [rm.name for rm in recipe.rewards if rm.kind == "label"]
+    if labels:
+        raise ConfigError(f"reward model(s) {labels} are of kind label, which scores only a "
+                          "dataset's own candidates, while self-enhancement scores new samples; "
+                          "train on labels with jobs/train.py or jobs/compare.py on a prepared "
+                          "pool")
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
     eval_rows = (load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
                  if recipe.data.eval else [])

@@ -12,7 +12,7 @@ from lire_ray.config import RewardModelConfig, load_recipe
 from lire_ray.demo.tiny_models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
 from lire_ray.pool import PoolRow
-from lire_ray.rewards import RESERVED_KEYS, RewardSet, format_reward_input
+from lire_ray.rewards import RESERVED_KEYS, Pairs, RewardSet, format_reward_input
 
 
 def _row(pid, responses, *, preferred=-1, meta=None, messages=None, prompt="Q?"):
@@ -215,8 +215,11 @@ def test_new_samples_are_scored_with_their_row_metadata():
     got = actor.score_samples(rows, [["42!", "41"], ["42"], ["Paris.", "paris", "Paris"]])
     assert got == {"ans": [[1.0, 0.0], [0.0], [1.0, 0.0, 1.0]]}
     label = RewardSet([RewardModelConfig(name="human", kind="label")])
+    # The label reward scores only a dataset's own candidates: asked directly about a new
+    # response it refuses, and score_samples leaves it out.
     with pytest.raises(DataError, match="prompt_id 'a'.*not one of the row's candidates"):
-        label.score_samples(rows[:1], [["x"]])
+        label.score_pairs(Pairs.from_samples(rows[:1], [["x"]]))
+    assert label.score_samples(rows[:1], [["x"]]) == {}
     with pytest.raises(DataError, match="2 sample lists for 3 rows"):
         actor.score_samples(rows, [["x"], ["y"]])
 
@@ -261,6 +264,16 @@ def test_label_reward_from_preferences_and_unpaired_labels():
             _row("both", ["a", "b"], preferred=0, meta={"labels": [False, True]})]
     out = rs.score_rows(rows)
     assert [r.rewards["human"] for r in out] == [(0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (1.0, 0.0)]
+
+
+def test_new_samples_are_judged_by_every_model_but_label():
+    rs = RewardSet([RewardModelConfig(name="human", kind="label"),
+                    RewardModelConfig(name="ans", kind="python",
+                                      path=f"{__name__}:answer_reward")])
+    assert rs.judge_names == ["ans"]
+    rows = [_row("q", ["4", "5"], preferred=0, meta={"answer": "4"})]
+    out = rs.score_samples(rows, [["it is 4", "it is 5"]])
+    assert set(out) == {"ans"} and out["ans"] == [[1.0, 0.0]]
 
 
 @pytest.mark.parametrize("row, needle", [
@@ -315,7 +328,11 @@ def test_reward_config_checks(kwargs, needle):
 def test_recipe_can_switch_a_reward_to_label_by_override():
     with pytest.raises(ConfigError, match="kind 'label' uses no path"):
         load_recipe(None, ["rewards.0.kind=label"])
-    recipe = load_recipe(None, ["rewards.0.kind=label", "rewards.0.path=null"])
+    with pytest.raises(ConfigError, match="eval.judges.*kind label.*cannot judge"):
+        load_recipe(None, ["rewards.0.kind=label", "rewards.0.path=null"])
+    recipe = load_recipe(None, ["rewards.0.kind=label", "rewards.0.path=null",
+                                "eval.judges=[afinn]"])
+    assert recipe.judge_names == ["afinn"]
     assert recipe.rewards[0].kind == "label" and recipe.rewards[0].path is None
     remote = RewardModelConfig(name="rm", kind="remote", url="http://10.0.0.2:5000/get_reward")
     assert (remote.path, remote.timeout_s, remote.max_retries) == (None, 60.0, 3)

@@ -91,21 +91,28 @@ class RewardSet:
             out[name] = _checked(got, pairs, name)
         return out
 
-    def score_pairs(self, pairs: Pairs) -> dict[str, list[float]]:
-        """Scores of ``pairs`` by every model, z-scored where configured.
+    @property
+    def judge_names(self) -> list[str]:
+        """The models that can score new responses: all but ``kind: label`` (which scores only
+        a dataset's own candidates)."""
+        return [cfg.name for cfg in self.configs if cfg.kind != "label"]
+
+    def score_pairs(self, pairs: Pairs, names: Sequence[str] | None = None
+                    ) -> dict[str, list[float]]:
+        """Scores of ``pairs`` by every model (or those in ``names``), z-scored where configured.
 
         Raises:
             ConfigError: A ``normalize: zscore`` model has no fitted or loaded statistics.
             DataError, ModelLoadError: As :meth:`score_pairs_raw`.
         """
-        missing = self.unfitted_names
+        missing = [n for n in self.unfitted_names if names is None or n in names]
         if missing:
             raise ConfigError(
                 f"reward model(s) {missing} have normalize: zscore but no normalisation "
                 "statistics: fit them (RewardSet.fit_normalisation) or load them (norm_stats, "
                 "a norm_file, a pool manifest) before scoring, or set normalize: none; raw "
                 "scores are never substituted")
-        raw = self.score_pairs_raw(pairs)
+        raw = self.score_pairs_raw(pairs, names)
         return {n: (self.norm_stats[n].apply(s) if n in self.zscore_names else s)
                 for n, s in raw.items()}
 
@@ -174,13 +181,13 @@ class RewardSet:
             samples: ``samples[i]``: the responses to score for ``rows[i]``.
 
         Returns:
-            ``{name: [scores of samples[0], scores of samples[1], ...]}``.
+            ``{name: [scores of samples[0], scores of samples[1], ...]}`` for every model but
+            those of ``kind: label``, which score only a dataset's own candidates.
 
         Raises:
-            As :meth:`score_pairs`; the ``label`` reward cannot score new responses
-            (DataError naming the prompt_id).
+            As :meth:`score_pairs`.
         """
-        flat = self.score_pairs(Pairs.from_samples(rows, samples))
+        flat = self.score_pairs(Pairs.from_samples(rows, samples), self.judge_names)
         out: dict[str, list[list[float]]] = {}
         for name, scores in flat.items():
             out[name], at = [], 0

@@ -204,7 +204,8 @@ class RoleGroup:
                 raise DataError(f"cannot fit z-score statistics of {to_fit}: the rows have no "
                                 "candidates and no sampler runs")
             raw = self.call("reward", "score_raw", [r.prompt for r, _ in pairs],
-                            [t for _, t in pairs], names=to_fit)
+                            [t for _, t in pairs], names=to_fit,
+                            metadata=[{**r.meta, "prompt_id": r.prompt_id} for r, _ in pairs])
             stats.update({n: NormStats.fit(raw[n]) for n in to_fit})
             log.info("reward normalisation of %s fitted on %d candidates", to_fit, len(pairs))
         save_norm_stats(norm_file, stats)

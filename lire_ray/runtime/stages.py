@@ -90,14 +90,13 @@ class SampleStage:
         n = self.rso.num_samples if self.rso else max(new)
         samples = call_role(self.samplers, "sampler", "sample_rows", rows, n=n)
         if self.rso:
-            drawn = [merge_candidates(r, s, keep_human=False, evolve_step=self.evolve_step)
-                     for r, s in zip(rows, samples)]
-            scored = call_role(self.rewards, "reward", "score_rows", drawn)
-            out = [select_candidates(r, s, d.rewards[self.rso.train_reward],
+            scores = call_role(self.rewards, "reward", "score_samples", rows,
+                               [[c.text for c in s.candidates] for s in samples])
+            out = [select_candidates(r, s, scores[self.rso.train_reward][i],
                                      num_candidates=self.k, keep_human=self.keep_human,
                                      evolve_step=self.evolve_step, beta=self.rso.beta,
                                      seed=self.rso.seed)
-                   for r, s, d in zip(rows, samples, scored)]
+                   for i, (r, s) in enumerate(zip(rows, samples))]
         else:
             out = [merge_candidates(r, s, keep_human=self.keep_human,
                                     evolve_step=self.evolve_step, keep=range(m))

@@ -41,8 +41,8 @@ DIVERGENCE_NOTE = ("D_T = mean of log pi(y|x) - log pi_ref(y|x) over samples y d
 
 
 def judges_of(recipe: Recipe) -> list[str]:
-    """The judges (RM*): ``eval.judges`` or every reward model."""
-    return list(recipe.eval.judges) or [rm.name for rm in recipe.rewards]
+    """The judges (RM*): ``eval.judges`` or every reward model that can score new text."""
+    return recipe.judge_names
 
 
 def check_eval_recipe(recipe: Recipe) -> None:
@@ -56,6 +56,9 @@ def check_eval_recipe(recipe: Recipe) -> None:
                           "builtin:reviews-heldout)")
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
+    if not recipe.judge_names:
+        raise ConfigError("no reward model can judge held-out responses: kind label scores only "
+                          "a dataset's own candidates; add a reward model of another kind")
     if any(n < 1 for n in recipe.eval.best_of_n) or not recipe.eval.best_of_n:
         raise ConfigError(f"eval.best_of_n must list sizes >= 1, got {recipe.eval.best_of_n}")
 
