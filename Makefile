@@ -34,7 +34,8 @@ test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check lire_ray actors jobs tests
+	$(PY) -m ruff check lire_ray actors jobs tests bench
+	$(PY) -m mypy lire_ray actors jobs bench
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -46,18 +46,18 @@ def _recipe(tmp_path, *extra):
 
 
 def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, policy, tmp_path):
-    from lire_ray.stream import finalize_parts
-
-    from lire_ray import pipeline
+    from lire_ray.inputs import load_prompt_rows
+    from lire_ray.runtime import PoolBuilder, RoleGroup
+    from lire_ray.training.result import PolicyInit
 
     recipe = _recipe(tmp_path)
-    rows = pipeline.load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
-    roles = pipeline.Roles(recipe, policy, needs_reference=False,
-                           state_file=tmp_path / "served.json")
-    try:
-        roles.push_weights(policy, 1, adapter=False)  # the samplers now serve "version 1"
+    rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
+    with RoleGroup(recipe, namespace="faults", policy=policy, rewards=True,
+                   state_dir=tmp_path / "state") as roles:
+        roles.serve(PolicyInit(policy), 1)  # the samplers now serve "version 1"
         parts = tmp_path / "parts"
-        stream = pipeline.build_stream(recipe, roles, rows, evolve_step=2, parts_dir=parts)
+        builder = PoolBuilder(recipe, roles)
+        stream = builder.stream(rows, parts_dir=parts, evolve_step=2)
         first_pid = ray.get(roles.samplers[0].ping.remote())["pid"]
         seen = 0
         for batch in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -67,19 +67,18 @@ def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, pol
         info = ray.get(roles.samplers[0].ping.remote())
         assert info["pid"] != first_pid, "the sampler was not restarted"
         assert info["policy_version"] == 1, "a restarted sampler must serve the latest weights"
-        finalize_parts(parts, tmp_path / "pool", expected_ids=[r.prompt_id for r in rows])
+        builder.finalize(rows, parts_dir=parts, out_dir=tmp_path / "pool")
         pool = table_to_rows(read_pool(tmp_path / "pool"))
         assert sorted(r.prompt_id for r in pool) == sorted(r.prompt_id for r in rows)
         assert all(set(v for v in r.policy_version if v >= 0) == {1} for r in pool)
         assert seen >= len(rows)
-    finally:
-        roles.stop()
 
 
 def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path):
     import psutil
 
     from lire_ray.runtime.trainer import TrainerGroup
+    from lire_ray.training.result import PolicyInit
 
     pool_dir = _score_tiny_pool(policy, tmp_path)
     rows = table_to_rows(read_pool(pool_dir))
@@ -103,7 +102,7 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
     thread = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     thread.start()
     result = TrainerGroup(recipe, storage_path=str(storage), name="policy").fit(
-        read_pool_dataset(pool_dir), num_prompts=len(rows), init_model=policy,
+        read_pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
         output_dir=str(tmp_path / "ckpt"), policy_version=1)
     thread.join(timeout=5)
     assert killed, "no trainer worker was killed (the run ended before its first checkpoint)"
@@ -114,19 +113,17 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
 
 def _score_tiny_pool(policy: str, tmp_path):
     """A small scored pool of the builtin task (human review + 3 policy samples, VADER)."""
-    from lire_ray.pipeline import load_prompt_rows
-    from lire_ray.stream import merge_candidates
-
     from actors.reward import RewardActor
     from lire_ray.config import RewardModelConfig
-    from lire_ray.sampling import build_sampler
+    from lire_ray.inputs import load_prompt_rows
+    from lire_ray.sampling import PromptSamples, build_sampler, merge_candidates
 
     recipe = _recipe(tmp_path)
     rows = load_prompt_rows("builtin:reviews", 16)
     sampler = build_sampler(policy, recipe.sampler, dtype="float32")
     cands = sampler.generate([r.prompt for r in rows], n=3, seed=0)
-    rows = [merge_candidates(r, [c.text for c in cs], [0] * 3, keep_human=True, evolve_step=1)
-            for r, cs in zip(rows, cands)]
+    rows = [merge_candidates(r, PromptSamples(r.prompt, tuple(cs)), keep_human=True,
+                             evolve_step=1) for r, cs in zip(rows, cands)]
     scored = RewardActor([RewardModelConfig(
         name="vader", kind="python", path="lire_ray.demo.reviews:vader_reward")]).score_rows(rows)
     out = tmp_path / "scored"

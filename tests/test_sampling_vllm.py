@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
 
 pytest.importorskip("vllm")
@@ -23,6 +22,7 @@ from actors.sampler import SamplerActor  # noqa: E402
 from lire_ray.config import LoraConfig, ModelConfig, SamplerConfig  # noqa: E402
 from lire_ray.demo.tiny_models import build_tiny_policy  # noqa: E402
 from lire_ray.errors import ConfigError, ModelLoadError  # noqa: E402
+from lire_ray.pool import PoolRow  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -97,17 +97,21 @@ def assert_served_weights_are(candidates, model_dir, adapter_dir=None):
         assert cand.cumulative_logprob == pytest.approx(float(ref), abs=2e-3), prompt[:20]
 
 
+def _rows(prompts, ids=None, messages=None):
+    return [PoolRow(prompt_id=(ids or [f"p{i}" for i in range(len(prompts))])[i], prompt=p,
+                    responses=[], sources=[], policy_version=[],
+                    prompt_messages=(messages or [None] * len(prompts))[i])
+            for i, p in enumerate(prompts)]
+
+
 def test_k_candidates_per_prompt_with_versions(env):
     actor, _ = env
-    batch = {"prompt_id": np.array(["p0", "p1", "p2", "p3"]), "prompt": np.array(PROMPTS,
-                                                                                 dtype=object)}
-    out = actor.generate(batch)
-    assert out["prompt_id"] == ["p0", "p1", "p2", "p3"]
-    assert [len(r) for r in out["responses"]] == [4] * 4
-    assert out["sources"] == [["policy@e0"] * 4] * 4
-    assert out["policy_version"] == [[0] * 4] * 4
-    assert len({t for r in out["responses"] for t in r}) > 4
-    assert actor.generate(batch) == out  # the batch seed depends on its prompt ids only
+    out = actor.sample_rows(_rows(PROMPTS), n=4)
+    assert [len(s.candidates) for s in out] == [4] * 4
+    assert {c.policy_version for s in out for c in s.candidates} == {0}
+    assert [s.prompt_text for s in out] == PROMPTS  # plain prompts are used as they are
+    assert len({c.text for s in out for c in s.candidates}) > 4
+    assert actor.sample_rows(_rows(PROMPTS), n=4) == out  # seeded by the prompt ids only
     groups = actor.sampler.generate(PROMPTS, n=4)
     for g in groups:
         assert all(1 <= c.num_tokens <= NEW and c.finish_reason in ("stop", "length")
@@ -171,8 +175,8 @@ def test_lora_adapter_is_served(env):
     assert [g[0].text for g in with_a] != base
     assert all(g[0].policy_version == 3 for g in with_a)
     assert_served_weights_are(with_a, paths["base"], paths["lora_a"])
-    out = actor.generate({"prompt_id": np.array(["q"]), "prompt": np.array(PROMPTS[:1])})
-    assert out["sources"] == [["policy@e3"] * 4]
+    out = actor.sample_rows(_rows(PROMPTS[:1]), n=4)
+    assert {c.policy_version for c in out[0].candidates} == {3}
 
     actor.load_adapter(paths["lora_b"], 4)
     with_b = greedy(actor)
@@ -211,3 +215,42 @@ def test_sleep_is_refused_where_vllm_cannot_sleep(env):
         actor.sampler.sleep(1)
     actor.wake_up()  # awake already: nothing to undo
     assert actor.sampler.generate(PROMPTS[:1], n=1, temperature=0.0)[0][0].text is not None
+
+
+def test_chat_rows_are_sampled_from_exactly_the_prompt_ids_training_uses(env):
+    """An HH row with chat turns: the sampler renders the policy's chat template, records the
+    text, and conditions on the very token ids training computes log-probs on."""
+    import json
+
+    import torch
+
+    from lire_ray.collate import tokenize_group
+    from lire_ray.models import load_causal_lm, load_tokenizer
+    from lire_ray.sampling import merge_candidates
+
+    actor, paths = env
+    actor.load_weights(paths["base"], 9)
+    turns = [{"role": "user", "content": "How was the movie?"},
+             {"role": "assistant", "content": "Great."},
+             {"role": "user", "content": "Tell me about the food."}]
+    hh = "\n\nHuman: How was the movie?\n\nAssistant: Great.\n\nHuman: Tell me about " \
+        "the food.\n\nAssistant:"
+    row = _rows([hh], ["hh"], [json.dumps(turns)])[0]
+    tok = load_tokenizer(paths["base"])
+    rendered = tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert rendered != hh and rendered.startswith(tok.bos_token)
+    samples = actor.sample_rows([row], n=2, temperature=0.0)[0]
+    assert samples.prompt_text == rendered
+    pooled = merge_candidates(row, samples, keep_human=True, evolve_step=1)
+    assert pooled.prompt_text == rendered
+    group = tokenize_group(pooled, tok, max_prompt_tokens=MAX_PROMPT, max_response_tokens=NEW)
+    assert group.prompt_ids.count(tok.bos_token_id) == 1  # the template's BOS, not two
+    # vLLM's log-prob of its greedy response equals transformers' conditioned on training's
+    # prompt ids: the sampler saw exactly those ids.
+    cand = samples.candidates[0]
+    model = load_causal_lm(paths["base"], dtype="float32")
+    ids = torch.tensor([list(group.prompt_ids) + list(cand.token_ids)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(group.prompt_ids) - 1:-1].float()
+    ref = torch.log_softmax(logits, -1).gather(1, ids[0, len(group.prompt_ids):, None]).sum()
+    assert cand.cumulative_logprob == pytest.approx(float(ref), abs=2e-3)

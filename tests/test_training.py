@@ -24,6 +24,7 @@ from lire_ray.demo.tiny_models import build_tiny_policy
 from lire_ray.models import load_causal_lm, load_tokenizer
 from lire_ray.pool import PoolRow, read_pool_dataset, write_pool
 from lire_ray.rundir import COMPLETE_MARKER
+from lire_ray.training.result import PolicyInit
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.integration
@@ -85,7 +86,8 @@ def fit(recipe, *, pool_dir, policy_dir, tmp, name, **kwargs):
 
     group = TrainerGroup(recipe, storage_path=str(tmp / "ray_train"), name=name)
     return group.fit(read_pool_dataset(pool_dir), num_prompts=NUM_PROMPTS,
-                     init_model=str(policy_dir), output_dir=str(tmp / f"out-{name}"), **kwargs)
+                     init=PolicyInit(str(policy_dir)), output_dir=str(tmp / f"out-{name}"),
+                     **kwargs)
 
 
 def groups_of(rows, policy_dir):

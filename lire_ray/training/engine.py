@@ -125,31 +125,14 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(warmup_ratio * total_steps)
 
 
-def cosine_with_warmup(step: int, *, total_steps: int, warmup: int) -> float:
-    """Learning-rate multiplier: linear warmup from 0, then cosine decay to 0 (paper sec. 4.2).
-
-    Args:
-        step: Optimizer steps taken so far (0 for the first step).
-        total_steps: Steps of the whole run.
-        warmup: Warmup steps.
-
-    Returns:
-        ``step / warmup`` during warmup, then ``0.5 * (1 + cos(pi * progress))`` with
-        ``progress = (step - warmup) / (total_steps - warmup)`` clamped to [0, 1].
-    """
-    if step < warmup:
-        return step / max(1, warmup)
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-
 def make_scheduler(optimizer, *, total_steps: int, warmup: int):
-    """A ``LambdaLR`` over :func:`cosine_with_warmup`; DeepSpeed steps it once per optimizer
-    step and saves its state in checkpoints."""
-    from torch.optim.lr_scheduler import LambdaLR
+    """Linear warmup from 0, then cosine decay to 0 (paper sec. 4.2): transformers'
+    ``get_cosine_schedule_with_warmup``, a ``LambdaLR`` that DeepSpeed steps once per optimizer
+    step and saves in its checkpoints."""
+    from transformers import get_cosine_schedule_with_warmup
 
-    return LambdaLR(optimizer, partial(cosine_with_warmup, total_steps=total_steps,
-                                       warmup=warmup))
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup,
+                                           num_training_steps=total_steps)
 
 
 def build_ds_config(train: TrainConfig, *, use_gpu: bool) -> dict[str, Any]:
