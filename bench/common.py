@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -136,7 +137,7 @@ def _cpu_model() -> str:
 
 def machine_info(device: str) -> dict:
     """What ran a bench: CPU model and cores, GPU name, library versions, date."""
-    info = {
+    info: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),

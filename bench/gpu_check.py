@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -48,6 +49,7 @@ from bench.step import (  # noqa: E402
     VARIANTS,
     agreement,
     compared_params,
+    grad_of,
     one_step,
     parse_variants,
     run_step_bench,
@@ -83,18 +85,18 @@ def fp32_reference_check(model, groups, rewards, variants, *, chunk_size: int) -
         "ok": bool}``.
     """
     ref_model = copy.deepcopy(model).float()
-    kw = {"chunk_size": chunk_size, "temperature": BENCH_TEMPERATURE}
+    kw: dict[str, Any] = {"chunk_size": chunk_size, "temperature": BENCH_TEMPERATURE}
     params = compared_params(ref_model)
     loss, logps, _ = one_step(ref_model, groups, rewards, VARIANTS["shared_prefix_ckpt"], **kw)
     ref = {"loss": loss, "logps": logps,
-           "grads": {n: p.grad.detach().clone() for n, p in params.items()}}
+           "grads": {n: grad_of(p).clone() for n, p in params.items()}}
     del ref_model, params
     bf16_params = compared_params(model)
     errors = {}
     for v in variants:
         loss, logps, _ = one_step(model, groups, rewards, v, **kw)
         got = {"loss": loss, "logps": logps,
-               "grads": {n: p.grad.detach() for n, p in bf16_params.items()}}
+               "grads": {n: grad_of(p) for n, p in bf16_params.items()}}
         errors[v.name] = agreement(ref, got)
     model.zero_grad(set_to_none=True)
     model.gradient_checkpointing_disable()
@@ -175,7 +177,7 @@ def targets(results: dict) -> dict:
         variants that were measured, plus the two targets.
     """
     naive = results.get("step", {}).get("variants", {}).get("naive")
-    out = {"speedup_target": TARGET_SPEEDUP, "peak_target_gib": TARGET_PEAK_GIB}
+    out: dict[str, Any] = {"speedup_target": TARGET_SPEEDUP, "peak_target_gib": TARGET_PEAK_GIB}
     if not naive:
         return out
     for section, name in (("step", "shared_prefix"), ("step_ckpt", "shared_prefix_ckpt")):
@@ -200,7 +202,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     small = args.small or args.device == "cpu"
     skip = {x.strip() for x in args.skip.split(",") if x.strip()}
-    sizes, dev, res = _sizes(small), args.device, {}
+    sizes, dev = _sizes(small), args.device
+    res: dict[str, Any] = {}
     command = "python bench/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = {"command": command.strip(), "machine": machine_info(dev), "results": res}
     all_names = list(VARIANTS)

@@ -89,10 +89,10 @@ def run_loss_bench(*, ks: Sequence[int] = DEFAULT_KS, losses: Sequence[str] = DE
     rows = []
     try:
         for k in ks:
-            row = {"k": k}
+            row: dict[str, float] = {"k": k}
             calls = {n: loss_call(n, batch, k, device=device, reps=reps, seed=seed)
                      for n in losses}
-            samples = {n: [] for n in losses}
+            samples: dict[str, list[float]] = {n: [] for n in losses}
             for _ in range(iters):  # interleaved, so load bursts hit every loss alike
                 for n in losses:
                     samples[n].append(time_call(calls[n], device) / reps)

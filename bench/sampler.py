@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from bench.common import median, table
 from lire_ray.errors import LireError
 
-BACKENDS = ("vllm", "hf")
+Backend = Literal["vllm", "hf"]
+BACKENDS: tuple[Backend, ...] = ("vllm", "hf")
 
 
 def bench_prompts(count: int) -> list[str]:
@@ -54,7 +56,7 @@ def _vllm_missing() -> str | None:
     return None
 
 
-def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: int,
+def time_backend(backend: Backend, model_path: str, prompts: Sequence[str], *, k: int,
                  max_new_tokens: int, iters: int, seed: int, dtype: str,
                  vllm_memory: float = 0.1) -> dict:
     """Start one sampler, warm it up, and time ``iters`` generate calls.
@@ -99,9 +101,9 @@ def time_backend(backend: str, model_path: str, prompts: Sequence[str], *, k: in
             "median_s": median(times), "tokens_per_s": median(rates)}
 
 
-def run_sampler_bench(model_path: str, *, backends: Sequence[str] = BACKENDS, prompts: int = 8,
-                      k: int = 4, max_new_tokens: int = 32, iters: int = 3, seed: int = 0,
-                      dtype: str = "float32", vllm_memory: float = 0.1) -> dict:
+def run_sampler_bench(model_path: str, *, backends: Sequence[Backend] = BACKENDS,
+                      prompts: int = 8, k: int = 4, max_new_tokens: int = 32, iters: int = 3,
+                      seed: int = 0, dtype: str = "float32", vllm_memory: float = 0.1) -> dict:
     """Time every backend on the same model and prompts.
 
     Args:

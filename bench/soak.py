@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -360,7 +361,8 @@ def growth_table(rows: Iterable[Mapping], step_ends: Mapping[int, float], *,
     for group in sorted(g for g in by_group if g != TOTAL) + ([TOTAL] if TOTAL in by_group
                                                               else []):
         pts = by_group[group]
-        rec = {"group": group, "processes": counts.get(group) if group != TOTAL else None,
+        rec: dict[str, Any] = {
+               "group": group, "processes": counts.get(group) if group != TOTAL else None,
                "first_step": steps[0] if steps else None,
                "base_step": steps[1] if len(steps) > 1 else None,
                "last_step": steps[-1] if steps else None,
@@ -471,7 +473,8 @@ def plot_soak(by_group: Mapping[str, Sequence[tuple[float, float]]],
     roles = sorted((g for g, pts in by_group.items() if g != TOTAL and pts),
                    key=lambda g: -max(mb for _, mb in by_group[g]))
     shown, rest = roles[:MAX_LINES], roles[MAX_LINES:]
-    colors = plt.get_cmap("tab20").colors
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i) for i in range(cmap.N)]  # its 20 colors (an int indexes the table)
     for i, group in enumerate(shown):
         pts = by_group[group]
         ax.plot([t for t, _ in pts], [mb for _, mb in pts], label=group, linewidth=1.2,
@@ -656,9 +659,9 @@ def run_soak(out: Path, *, config: str, overrides: Sequence[str], interval: floa
             writer.writerow([step, round(t, 2)])
     rows = role_rows(obs, resolve_roles(obs))
     with (out / "soak.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, ["time_s", "group", "rss_mb", "processes"])
-        writer.writeheader()
-        writer.writerows(rows)
+        row_writer = csv.DictWriter(fh, ["time_s", "group", "rss_mb", "processes"])
+        row_writer.writeheader()
+        row_writer.writerows(rows)
     table = growth_table(rows, step_ends, threshold_mb=threshold_mb, threshold_pct=threshold_pct)
     line = verdict(table, threshold_mb=threshold_mb, threshold_pct=threshold_pct)
     plot_soak(series(rows), step_ends, out / "soak.png")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError
 from lire_ray.logprobs import sequence_logprobs
 from lire_ray.losses import build_loss
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Agreement tolerances (relative; see :func:`agreement`). bf16 ones allow for different kernel
 #: shapes and summation orders between padded and packed rows at 8 mantissa bits.
@@ -92,7 +96,13 @@ def compared_params(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: named[n] for n in wanted}
 
 
-def one_step(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: torch.Tensor,
+def grad_of(param: nn.Parameter) -> torch.Tensor:
+    """``param.grad`` detached; every compared parameter has one after :func:`one_step`."""
+    assert param.grad is not None, "no gradient: run one_step first"
+    return param.grad.detach()
+
+
+def one_step(model: PreTrainedModel, groups: Sequence[TokenizedGroup], rewards: torch.Tensor,
              variant: Variant, *, chunk_size: int, temperature: float):
     """Forward, LIRE loss and backward once; gradients land in ``model``'s ``.grad``.
 
@@ -156,8 +166,9 @@ def within(agree: dict, tol: dict) -> bool:
             and agree["grad_max"] <= tol["grad"])
 
 
-def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: torch.Tensor, *,
-                   variants: Sequence[Variant], device: str, iters: int = 5, warmup: int = 1,
+def run_step_bench(model: PreTrainedModel, groups: Sequence[TokenizedGroup],
+                   rewards: torch.Tensor, *, variants: Sequence[Variant], device: str,
+                   iters: int = 5, warmup: int = 1,
                    chunk_size: int = 1024, temperature: float = BENCH_TEMPERATURE,
                    tolerance: dict | None = None, measure_memory: bool = True) -> dict:
     """Check agreement, measure peak memory, then time every variant in interleaved rounds.
@@ -200,7 +211,7 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
     for v in variants:
         loss, logps, tokens = run[v.name]()
         snap = {"loss": loss, "logps": logps,
-                "grads": {n: p.grad.detach().clone() for n, p in params.items()}}
+                "grads": {n: grad_of(p).clone() for n, p in params.items()}}
         entry = {"label": v.label, "packing": v.packing,
                  "gradient_checkpointing": v.gradient_checkpointing, "tokens_computed": tokens,
                  "loss": float(loss)}
@@ -222,7 +233,7 @@ def run_step_bench(model: nn.Module, groups: Sequence[TokenizedGroup], rewards: 
     for _ in range(warmup):
         for v in variants:
             run[v.name]()
-    times = {v.name: [] for v in variants}
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
     for _ in range(iters):
         for v in variants:
             times[v.name].append(time_call(run[v.name], device))

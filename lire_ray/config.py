@@ -128,7 +128,7 @@ class RewardModelConfig(_Strict):
         if kind not in ("hf", "python") and self.path is not None:
             raise ValueError(f"{who}: kind '{kind}' uses no path (got {self.path!r}); remove it "
                              "or set it to null")
-        if kind == "python" and ":" not in self.path:
+        if kind == "python" and ":" not in (self.path or ""):
             raise ValueError(f"{who}: kind 'python' needs path 'module:function'")
         if self.revision is not None and kind != "hf":
             raise ValueError(f"{who}: revision applies to kind 'hf' only (kind is '{kind}')")

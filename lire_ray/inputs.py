@@ -64,8 +64,8 @@ def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
         if spec not in BUILTIN_SPLITS:
             raise ConfigError(f"unknown builtin dataset '{spec}'; known: {sorted(BUILTIN_SPLITS)}")
         rows = [PoolRow(prompt_id=r["prompt_id"], prompt=r["prompt"], responses=r["responses"],
-                        sources=[HUMAN] * len(r["responses"]),
-                        policy_version=[-1] * len(r["responses"]), preferred=-1)
+                        sources=(HUMAN,) * len(r["responses"]),
+                        policy_version=(-1,) * len(r["responses"]), preferred=-1)
                 for r in reviews.prompt_rows(BUILTIN_SPLITS[spec], limit)]
     else:
         rows = table_to_rows(read_pool(spec))

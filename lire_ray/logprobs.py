@@ -56,10 +56,11 @@ def _unwrap(model: nn.Module):
 
     seen = 0
     while not isinstance(model, PreTrainedModel):
-        if hasattr(model, "get_base_model"):  # peft.PeftModel
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), nn.Module):  # DeepSpeedEngine, DDP
-            model = model.module
+        get_base_model = getattr(model, "get_base_model", None)
+        if get_base_model is not None:  # peft.PeftModel
+            model = get_base_model()
+        elif isinstance(inner := getattr(model, "module", None), nn.Module):  # DeepSpeed, DDP
+            model = inner
         else:
             raise ConfigError(f"cannot find a transformers model inside {type(model).__name__}")
         seen += 1

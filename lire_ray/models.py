@@ -187,7 +187,8 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
             attn_implementation=attn_implementation, **SAFE_WEIGHTS)
     except Exception as err:
         raise _load_error(name, "causal LM", err) from err
-    return model.to(device).eval()
+    # typeshed's functools.wraps does not bind self on methods (PreTrainedModel.to is wrapped)
+    return model.to(device).eval()  # type: ignore[arg-type]
 
 
 def default_device() -> str:

@@ -94,7 +94,10 @@ def validate_groups(groups: Sequence[TokenizedGroup], vocab_size: int | None = N
     return max(g.num_candidates for g in groups)
 
 
-def _index_tensors(src_row, src_pos, targets, slot, lengths, k_max):
+def _index_tensors(
+    src_row: list[int], src_pos: list[int], targets: list[int], slot: list[int],
+    lengths: list[list[int]], k_max: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     b = len(lengths)
     length_t = torch.zeros(b, k_max, dtype=torch.long)
     mask_t = torch.zeros(b, k_max, dtype=torch.bool)
@@ -117,7 +120,12 @@ def pack_padded(groups: Sequence[TokenizedGroup], pad_id: int = 0) -> PackedBatc
         A :class:`PackedBatch` with R = total candidates and a 2D attention mask.
     """
     k_max = validate_groups(groups)
-    rows, src_row, src_pos, targets, slot, lengths = [], [], [], [], [], []
+    rows: list[list[int]] = []
+    src_row: list[int] = []
+    src_pos: list[int] = []
+    targets: list[int] = []
+    slot: list[int] = []
+    lengths: list[list[int]] = []
     for b, group in enumerate(groups):
         p = len(group.prompt_ids)
         lengths.append([len(r) for r in group.response_ids])
@@ -156,7 +164,11 @@ def pack_shared_prefix(groups: Sequence[TokenizedGroup], pad_id: int = 0) -> Pac
         A :class:`PackedBatch` with R = B rows and a ``[B, 1, L, L]`` bool attention mask.
     """
     k_max = validate_groups(groups)
-    src_row, src_pos, targets, slot, lengths = [], [], [], [], []
+    src_row: list[int] = []
+    src_pos: list[int] = []
+    targets: list[int] = []
+    slot: list[int] = []
+    lengths: list[list[int]] = []
     width = max(g.num_tokens_shared for g in groups)
     input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros(len(groups), width, dtype=torch.long)

@@ -113,11 +113,11 @@ def plot_win_rate_vs_k(curves: Mapping[str, Sequence[tuple[int, float]]], path: 
     for label, y in (levels or {}).items():
         if _finite(y):
             ax.axhline(y, linestyle="--", linewidth=1, label=label)
-    pts = list((points or {}).items())
-    for i, (label, (k, y)) in enumerate(pts):
+    marks = list((points or {}).items())
+    for i, (label, (k, y)) in enumerate(marks):
         if _finite(y):
             # Methods trained on the same K would hide each other: spread them a little.
-            x = k + 0.06 * (i - (len(pts) - 1) / 2)
+            x = k + 0.06 * (i - (len(marks) - 1) / 2)
             ax.plot([x], [y], marker="*", markersize=12, linestyle="none", label=label)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)

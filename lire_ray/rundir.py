@@ -125,7 +125,7 @@ class RunDir:
         done = [k for k in raw.get("completed", [])
                 if self.is_checkpoint_complete(k) and (self.pool_dir(k) / "manifest.json").is_file()]
         # A gap means later stages were built on something no longer trusted.
-        trusted = []
+        trusted: list[int] = []
         for k in sorted(done):
             if k != len(trusted) + 1:
                 break

@@ -20,8 +20,9 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lire_ray.adapters.formats import PARSERS, merge_tldr
+from lire_ray.adapters.formats import PARSERS, RecordParser, merge_tldr
 from lire_ray.adapters.inputs import open_input, parse_columns, rename_columns
 from lire_ray.adapters.records import BadRow, Fields, Record, source_field
 from lire_ray.adapters.trl import TrlParser
@@ -134,7 +135,8 @@ def convert_records(fmt: str, records: Iterable[Record | tuple[int, dict | BadRo
             raise err
         report.skipped.append(SkippedRow(err.row, err.field, err.reason, str(err), err.source))
 
-    parse = TrlParser(reward_name, columns) if fmt == "trl" else PARSERS[fmt]
+    trl = TrlParser(reward_name, columns) if fmt == "trl" else None
+    parse: RecordParser = PARSERS[fmt] if trl is None else trl
     stream = (r if len(r) == 3 else Record(source, *r) for r in records)
     items: list[tuple[str, int, PoolRow]] = []
     for src, row_no, record in itertools.islice(rename_columns(stream, columns), limit):
@@ -147,10 +149,11 @@ def convert_records(fmt: str, records: Iterable[Record | tuple[int, dict | BadRo
             on_bad(err)
     if fmt == "tldr":
         items = merge_tldr(items, on_bad)
-    elif fmt == "trl":
-        items = parse.finish(items, on_bad)
-        report.details = parse.details
-    rows, first_seen = [], {}
+    elif trl is not None:
+        items = trl.finish(items, on_bad)
+        report.details = trl.details
+    rows: list[PoolRow] = []
+    first_seen: dict[str, tuple[str, int]] = {}
     for src, row_no, row in items:
         if row.prompt_id in first_seen:
             first_src, first_row = first_seen[row.prompt_id]
@@ -211,9 +214,10 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str | None = None,
     rows, report = convert_records(fmt, opened.records, source=opened.source,
                                    on_bad_row=on_bad_row, limit=limit, columns=columns,
                                    reward_name=reward_name)
-    prepare = {"format": fmt, "input": input_spec, "input_kind": opened.kind,
-               "split": opened.split, "hf_config": hf_config, "columns": columns or None,
-               "on_bad_row": on_bad_row, "limit": limit, "input_rows": report.input_rows}
+    prepare: dict[str, Any] = {
+        "format": fmt, "input": input_spec, "input_kind": opened.kind, "split": opened.split,
+        "hf_config": hf_config, "columns": columns or None, "on_bad_row": on_bad_row,
+        "limit": limit, "input_rows": report.input_rows}
     if opened.files:
         prepare["files"] = opened.files
     if fmt == "trl":

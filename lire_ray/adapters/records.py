@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,8 +219,8 @@ class Fields:
     def bad(self, reason: str, message: str, field: str | None = None) -> BadRow:
         return BadRow(reason, message, source=self.source, row=self.row, field=self.name(field))
 
-    def get(self, name: str, kind: type, *, within: dict | None = None, prefix: str = "",
-            optional: bool = False):
+    def get(self, name: str, kind: type | tuple[type, ...], *, within: dict | None = None,
+            prefix: str = "", optional: bool = False):
         """Return field ``name`` (of ``within`` or the record) checked to be of type ``kind``."""
         obj = self.record if within is None else within
         label = prefix + name
@@ -238,6 +238,12 @@ class Fields:
             want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in wanted)
             raise self.bad("wrong_type", f"expected {want}, got {_tname(value)}", label)
         return value
+
+    @overload
+    def text_list(self, name: str, *, optional: Literal[False] = False) -> list[str]: ...
+
+    @overload
+    def text_list(self, name: str, *, optional: bool) -> list[str] | None: ...
 
     def text_list(self, name: str, *, optional: bool = False) -> list[str] | None:
         values = self.get(name, list, optional=optional)
@@ -257,7 +263,7 @@ class Fields:
             raise self.bad("empty_prompt_id", "is empty", "prompt_id")
         return value
 
-    def rewards(self, k: int) -> dict[str, list[float]]:
+    def rewards(self, k: int) -> dict[str, tuple[float, ...]]:
         """Optional ``rewards``: a list of K scores (named "given") or {name: K scores}."""
         value = self.record.get("rewards")
         if value is None:
@@ -281,7 +287,7 @@ class Fields:
                 self.check(s, float, f"{label}[{j}]")
                 if not math.isfinite(s):
                     raise self.bad("non_finite_reward", f"reward is {s}", f"{label}[{j}]")
-            out[name] = [float(s) for s in scores]
+            out[name] = tuple(float(s) for s in scores)
         return out
 
     def preferred(self, k: int, name: str = "preferred") -> int:

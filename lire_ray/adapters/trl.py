@@ -287,7 +287,7 @@ class TrlParser:
                 prompt_id=first.prompt_id, prompt=first.prompt,
                 responses=tuple(r.responses[0] for r in rows), sources=(HUMAN,) * k,
                 policy_version=(-1,) * k,
-                rewards={n: [r.rewards[n][0] for r in rows] for n in first.rewards},
+                rewards={n: tuple(r.rewards[n][0] for r in rows) for n in first.rewards},
                 preferred=labels.index(True) if True in labels else -1,
                 prompt_messages=first.prompt_messages,
                 metadata=json.dumps(meta, ensure_ascii=False))))

@@ -286,6 +286,7 @@ def token_mean_nll(inp: Inputs, index: torch.Tensor) -> torch.Tensor:
     Returns:
         [B] NLL per prompt; 0 for prompts without real candidates.
     """
+    assert inp.lengths is not None, "callers prepare inputs with need_lengths"
     idx = index.unsqueeze(1)
     nll = -inp.logps.gather(1, idx).squeeze(1) / inp.lengths.gather(1, idx).squeeze(1)
     return torch.where(inp.n_valid > 0, nll, torch.zeros_like(nll))

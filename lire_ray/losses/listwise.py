@@ -150,6 +150,7 @@ def rrhf_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     check_rrhf_params(rank_weight=rank_weight, sft_weight=sft_weight, sft_target=sft_target)
     inp = prepare_inputs("rrhf", policy_logps, rewards, mask=mask, ref_logps=ref_logps,
                          lengths=lengths, human_mask=human_mask, need_lengths=True)
+    assert inp.lengths is not None  # need_lengths=True
     p = inp.logps / inp.lengths
     w = pair_weights(inp.rewards, inp.mask, "all_ranked")        # w[b, j, i]: R_j > R_i
     gap = p.unsqueeze(1) - p.unsqueeze(2)                          # [b, j, i]: p_i - p_j
@@ -221,6 +222,7 @@ def pro_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     check_pro_params(sft_weight=sft_weight, sft_target=sft_target)
     inp = prepare_inputs("pro", policy_logps, rewards, mask=mask, ref_logps=ref_logps,
                          lengths=lengths, human_mask=human_mask, need_lengths=True)
+    assert inp.lengths is not None  # need_lengths=True
     p = inp.logps / inp.lengths
     order = reward_order(inp.rewards, inp.mask)
     r = inp.rewards.gather(1, order)
@@ -288,6 +290,7 @@ def pl_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     check_pl_params(beta=beta)
     inp = prepare_inputs("pl", policy_logps, rewards, mask=mask, ref_logps=ref_logps,
                          lengths=lengths, human_mask=human_mask, need_ref=True)
+    assert inp.ref_logps is not None  # need_ref=True
     u = float(beta) * (inp.logps - inp.ref_logps)
     loss, _ = _ranked_prefix_nll(u, inp)
     return loss, {"accuracy": _top1_accuracy(u, inp)}

@@ -102,6 +102,7 @@ def dpo_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     check_dpo_params(beta=beta, label_smoothing=label_smoothing, pairs=pairs)
     inp = prepare_inputs("dpo", policy_logps, rewards, mask=mask, ref_logps=ref_logps,
                          lengths=lengths, human_mask=human_mask, need_ref=True)
+    assert inp.ref_logps is not None  # need_ref=True
     w = pair_weights(inp.rewards, inp.mask, pairs)
     h = _pair_deltas(inp.logps - inp.ref_logps)
     eps = float(label_smoothing)
@@ -159,8 +160,10 @@ def ipo_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     inp = prepare_inputs("ipo", policy_logps, rewards, mask=mask, ref_logps=ref_logps,
                          lengths=lengths, human_mask=human_mask, need_ref=True,
                          need_lengths=length_normalize)
+    assert inp.ref_logps is not None  # need_ref=True
     z = inp.logps - inp.ref_logps
     if length_normalize:
+        assert inp.lengths is not None  # need_lengths=length_normalize
         z = z / inp.lengths
     w = pair_weights(inp.rewards, inp.mask, pairs)
     h = _pair_deltas(z)

@@ -74,6 +74,7 @@ class PythonReward:
     """
 
     def __init__(self, cfg: RewardModelConfig):
+        assert cfg.path is not None, "RewardModelConfig requires path for kind 'python'"
         self.cfg = cfg
         self.fn = load_python_scorer(cfg.path)
         self.takes_metadata = metadata_parameter(self.fn)

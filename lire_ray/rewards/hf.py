@@ -70,6 +70,7 @@ class HFRewardModel:
 
         from lire_ray.models import SAFE_WEIGHTS, ensure_pad_token
 
+        assert cfg.path is not None, "RewardModelConfig requires path for kind 'hf'"
         self.cfg = cfg
         self.device = device
         try:

@@ -67,6 +67,7 @@ class RemoteRewardModel:
 
     def __init__(self, cfg: RewardModelConfig, *, backoff_s: float = BACKOFF_S,
                  sleep: Callable[[float], None] = time.sleep):
+        assert cfg.url is not None, "RewardModelConfig requires url for kind 'remote'"
         self.cfg = cfg
         self.url = cfg.url
         self.backoff_s = backoff_s

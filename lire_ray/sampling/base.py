@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
 
@@ -222,8 +222,9 @@ def call_config(cfg: SamplerConfig, *, temperature: float | None = None,
     Raises:
         ConfigError: An override is out of range.
     """
-    updates = {k: v for k, v in (("temperature", temperature), ("top_p", top_p),
-                                 ("max_new_tokens", max_new_tokens)) if v is not None}
+    updates: dict[str, Any] = {
+        k: v for k, v in (("temperature", temperature), ("top_p", top_p),
+                          ("max_new_tokens", max_new_tokens)) if v is not None}
     if stop is not None:
         updates["stop"] = list(stop)
     if not updates:

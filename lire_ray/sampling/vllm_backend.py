@@ -40,6 +40,10 @@ from lire_ray.sampling.base import (
 )
 from lire_ray.sampling.vllm_worker import EXTENSION_QUALNAME
 
+if typing.TYPE_CHECKING:
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,7 +87,7 @@ class VLLMSampler:
         prompt_budget(cfg, max_prompt_tokens, context_limit=cfg.max_model_len)
         self._tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self._version = 0
-        self._lora_request = None
+        self._lora_request: LoRARequest | None = None
         self._max_lora_rank = lora_rank_slot(lora.r) if lora is not None and lora.enabled else 0
         from vllm.platforms import current_platform
 
@@ -153,7 +157,7 @@ class VLLMSampler:
         params = SamplingParams(
             n=1 if greedy else int(n), temperature=cfg.temperature, top_p=cfg.top_p,
             max_tokens=cfg.max_new_tokens, stop=list(cfg.stop) or None, logprobs=0)
-        prompts_in = [{"prompt_token_ids": ids} for ids in token_ids]
+        prompts_in: list[TokensPrompt] = [{"prompt_token_ids": ids} for ids in token_ids]
         if seed is None:
             outputs = self._llm.generate(prompts_in, params, use_tqdm=False,
                                          lora_request=self._lora_request)
@@ -172,7 +176,7 @@ class VLLMSampler:
             result.append(cands * int(n) if greedy else cands)
         return result
 
-    def _seeded_generate(self, prompts_in: list[dict], params, seed: int) -> list:
+    def _seeded_generate(self, prompts_in: list[TokensPrompt], params, seed: int) -> list:
         """Run one batch whose noise depends only on ``seed`` and the batch itself.
 
         The engine core runs in its own process and starts scheduling as soon as the first
@@ -278,7 +282,7 @@ class VLLMSampler:
         llm = getattr(self, "_llm", None)
         if llm is None:
             return
-        self._llm = None
+        del self._llm
         core = getattr(llm.llm_engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +43,7 @@ def group_steps(micro_batches: Iterable[T], grad_accum: int) -> Iterator[list[T]
         yield step
 
 
-class Prefetched:
+class Prefetched(Generic[T]):
     """Opens an iterable in a background thread and fetches its first item early.
 
     Calling the object (once) returns an iterator over all items, the prefetched one first;

@@ -96,10 +96,12 @@ def loss_inputs(groups: Sequence[TokenizedGroup], seq: SeqLogps, *,
     """
     k_max = seq.logps.shape[1]
     device = seq.logps.device
+    rewards: list[Sequence[float]] = []
     for g in groups:
         if g.rewards is None:
             raise DataError("the group has no training rewards", source=f"prompt_id {g.prompt_id}",
                             field="rewards")
+        rewards.append(g.rewards)
     ref = None
     if needs_reference:
         missing = [g.prompt_id for g in groups if g.ref_logps is None]
@@ -108,12 +110,13 @@ def loss_inputs(groups: Sequence[TokenizedGroup], seq: SeqLogps, *,
                 f"the loss needs reference log-probs but the pool has none for prompt_id(s) "
                 f"{missing[:5]}; compute them with the reference model when building the pool",
                 field="ref_logps")
-        ref = _pad([g.ref_logps for g in groups], k_max, device)
+        ref = _pad([g.ref_logps for g in groups if g.ref_logps is not None], k_max, device)
     human = None
-    if all(g.is_human is not None for g in groups):
-        human = _pad([[float(h) for h in g.is_human] for g in groups], k_max, device).bool()
+    is_human = [g.is_human for g in groups if g.is_human is not None]
+    if len(is_human) == len(groups):
+        human = _pad([[float(h) for h in flags] for flags in is_human], k_max, device).bool()
         human &= seq.mask
-    return {"rewards": _pad([g.rewards for g in groups], k_max, device), "mask": seq.mask,
+    return {"rewards": _pad(rewards, k_max, device), "mask": seq.mask,
             "lengths": seq.lengths, "human_mask": human, "ref_logps": ref}
 
 
