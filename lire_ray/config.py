@@ -171,6 +171,19 @@ class TrainConfig(_Strict):
     logprob_chunk_size: int = Field(1024, gt=0, description="lm_head positions per chunk.")
     gradient_checkpointing: bool = False
     logger: Literal["tensorboard", "wandb", "mlflow", "none"] = "tensorboard"
+    resident: bool = Field(True, description="Self-enhancement keeps one Ray Train run (the "
+                           "DeepSpeed workers and the model) for every Evolve step and sends each "
+                           "new policy to the samplers from memory; false starts a run per step "
+                           "and serves the policy from its checkpoint on disk.")
+    schedule: Literal["restart", "continue"] = Field(
+        "restart", description="Resident runs: 'restart' gives every Evolve step its own warmup "
+        "and cosine decay (as separate runs do); 'continue' spans one schedule over all steps.")
+    checkpoint_every: int = Field(1, ge=1, description="Resident runs: write the policy "
+                                  "checkpoint (HF format) every N Evolve steps, off the critical "
+                                  "path; the last step is always written.")
+    weight_sync_bucket_mb: int = Field(256, ge=1, description="Resident runs: weights reach the "
+                                       "samplers in buckets of at most this many MiB (whole "
+                                       "layers), one bucket at a time.")
 
 
 class EvolveConfig(_Strict):

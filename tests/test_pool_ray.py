@@ -11,6 +11,7 @@ from test_pool import make_rows
 from lire_ray.errors import DataError, PoolIntegrityError
 from lire_ray.pool import (
     POOL_SCHEMA,
+    SCHEMA_VERSION,
     read_manifest,
     read_pool,
     read_pool_dataset,
@@ -84,5 +85,5 @@ def test_dataset_files_carry_the_schema_version(ray_local, tmp_path):
     manifest = json.loads((tmp_path / "pool" / "manifest.json").read_text())
     for f in manifest["files"]:
         schema = pq.read_schema(tmp_path / "pool" / f["name"])
-        assert schema.metadata[b"lire_ray.pool.schema_version"] == b"1"
+        assert schema.metadata[b"lire_ray.pool.schema_version"] == str(SCHEMA_VERSION).encode()
         assert schema.remove_metadata().equals(POOL_SCHEMA.remove_metadata())

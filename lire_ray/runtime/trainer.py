@@ -1,39 +1,168 @@
-"""Trainer group: a Ray Train ``TorchTrainer`` running DeepSpeed workers on candidate pools.
+"""Trainer groups: Ray Train ``TorchTrainer`` runs of DeepSpeed workers on candidate pools.
 
-The workers' logic lives in :mod:`lire_ray.training`; this class only maps a recipe onto Ray
-Train (scaling, storage, failure handling) and Ray Train's errors onto
-:class:`~lire_ray.errors.ActorFailure`.
+The workers' logic lives in :mod:`lire_ray.training` (:class:`~lire_ray.training.worker.
+TrainingRun`); this module maps a recipe onto Ray Train (scaling, storage, failure handling),
+supplies the workers' data and checkpoint reporting, and turns Ray Train's errors into
+:class:`~lire_ray.errors.ActorFailure`. Two groups share that plumbing:
 
-Each :meth:`TrainerGroup.fit` call is one Ray Train run named ``{name}-v{policy_version}``
-under ``storage_path`` (which every node must reach). Its epoch checkpoints make a worker
-failure resume in place (up to ``resources.trainer.max_failures`` times), and a later ``fit``
-with the same name, storage path and policy version continues a stopped run from its last
-epoch: starting over is the caller's decision (remove the run directory or change the name).
+- :class:`TrainerGroup` (``train.resident: false``, and single-stage jobs): each :meth:`fit` is
+  one Ray Train run named ``{name}-v{policy_version}`` under ``storage_path`` (which every node
+  must reach): the workers start, load the model, train, write the policy to disk and stop. Its
+  epoch checkpoints make a worker failure resume in place (up to
+  ``resources.trainer.max_failures`` times), and a later ``fit`` with the same name, storage
+  path and policy version continues a stopped run from its last epoch.
+- :class:`~lire_ray.runtime.resident.ResidentTrainerGroup` (``train.resident: true``, the
+  default for self-enhancement): one Ray Train run for every Evolve step of a run, new
+  policies sent to the samplers from memory.
+
+:func:`make_trainer` picks one from the recipe.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
+from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
 from lire_ray.training.result import PolicyInit, TrainResult, collect_result
-from lire_ray.training.worker import WorkerSpec, train_loop
+from lire_ray.training.worker import TrainingRun, WorkerSpec
 
-__all__ = ["TrainerGroup", "TrainResult"]
+__all__ = ["TrainResult", "TrainerGroup", "make_trainer"]
+
+#: Environment variables the driver forwards to every trainer worker (when set).
+FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "WANDB_MODE",
+                 "WANDB_DIR", "MLFLOW_TRACKING_URI", "HF_HOME", "HF_HUB_OFFLINE")
 
 
-def _failure_message(exc: Exception) -> str:
+def failure_message(exc: Exception) -> str:
+    """The first failing worker's error in a Ray Train failure, in one line."""
     failures = getattr(exc, "worker_failures", None)
     if failures:
         rank, err = sorted(failures.items())[0]
         return f"worker {rank}: {type(err).__name__}: {err}"
     inner = getattr(exc, "controller_failure", None)
     return f"{type(inner or exc).__name__}: {inner or exc}"
+
+
+def check_before_start(recipe: Recipe, num_prompts: int) -> None:
+    """Fail before any worker starts on what the driver can see: the metric logger's package,
+    the loss and its parameters, fewer prompts than workers.
+
+    Raises:
+        ConfigError, DependencyError, DataError: As the checks find.
+    """
+    check_logger(recipe.train.logger)
+    build_loss(recipe.loss.name, recipe.loss.params)
+    rows_per_worker(num_prompts, recipe.resources.trainer.num_workers)
+
+
+def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, run_name: str,
+                  storage_path: str, datasets: dict | None = None):
+    """A ``TorchTrainer`` with the recipe's scaling, backend, failure policy and worker env.
+
+    Args:
+        recipe: The recipe (``resources.trainer``).
+        loop: The per-worker entry point.
+        config: Its ``train_loop_config``.
+        run_name: The Ray Train run's name (shown in the dashboard).
+        storage_path: Where Ray Train keeps the run (checkpoints, state).
+        datasets: Ray Data datasets split across the workers, if any.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    res = recipe.resources.trainer
+    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker, **res.resources_per_worker}
+    if res.use_gpu:
+        per_worker["GPU"] = res.gpus_per_worker
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if not res.use_gpu:
+        env_vars["DS_ACCELERATOR"] = "cpu"
+    kwargs: dict[str, Any] = {}
+    if datasets:
+        kwargs.update(datasets=datasets,
+                      dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets)))
+    return TorchTrainer(
+        loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
+                                               resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            worker_runtime_env={"env_vars": env_vars} if env_vars else None),
+        **kwargs)
+
+
+def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
+    """Build this worker's :class:`TrainingRun` (restored from Ray Train's latest checkpoint
+    when the group restarted) and return it with that checkpoint (or None)."""
+    import logging
+
+    import ray.train
+
+    log = logging.getLogger("lire_ray.training.worker")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)  # progress lines reach the driver through Ray's log handler
+    ctx = ray.train.get_context()
+    use_gpu = spec.recipe["resources"]["trainer"]["use_gpu"]
+    device: Any = "cpu"
+    if use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                      use_gpu=use_gpu, device=device)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            run.restore(directory)
+    return run, checkpoint
+
+
+def report_to_ray(record: dict, directory: str, name: str) -> None:
+    """Hand an epoch's record and its checkpoint directory to Ray Train."""
+    import ray.train
+
+    ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                     checkpoint_dir_name=name)
+
+
+def train_loop(config: dict[str, Any]) -> list[dict]:
+    """Ray Train ``train_loop_per_worker`` of a per-step run: train, save, return the history.
+
+    Reads the ``"train"`` dataset shard in micro-batches of ``train.micro_batch_prompts`` rows
+    (Arrow), resumes from ``ray.train.get_checkpoint()`` when there is one, and reports each
+    epoch's record and checkpoint through ``ray.train.report``.
+
+    Args:
+        config: ``WorkerSpec.to_config()``.
+
+    Returns:
+        The per-step metric history (Ray Train returns rank 0's as ``Result.return_value``).
+    """
+    import ray.train
+
+    spec = WorkerSpec(**config)
+    micro = spec.recipe["train"]["micro_batch_prompts"]
+
+    def open_shard():
+        return ray.train.get_dataset_shard("train").iter_batches(
+            batch_size=micro, batch_format="pyarrow", drop_last=False)
+
+    # A fresh run starts the (possibly upstream-sampling) data stream while the model loads; a
+    # resumed one replays its cached rows and must not start it at all.
+    shard = Prefetched(open_shard) if ray.train.get_checkpoint() is None else open_shard
+    run, _ = worker_context(spec)
+    return run.run(shard, report_to_ray)
 
 
 class TrainerGroup:
@@ -48,37 +177,15 @@ class TrainerGroup:
         ConfigError: ``storage_path`` is not absolute.
     """
 
+    #: Whether :meth:`fit` leaves the new policy served on the samplers (it does not).
+    serves_weights = False
+
     def __init__(self, recipe: Recipe, *, storage_path: str, name: str):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
-
-    def _trainer(self, dataset, spec: WorkerSpec):
-        import ray.train
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        res = self.recipe.resources.trainer
-        per_worker: dict[str, float] = {"CPU": res.cpus_per_worker, **res.resources_per_worker}
-        if res.use_gpu:
-            per_worker["GPU"] = res.gpus_per_worker
-        env: dict[str, Any] = {} if res.use_gpu else {"env_vars": {"DS_ACCELERATOR": "cpu"}}
-        return TorchTrainer(
-            train_loop,
-            train_loop_config=spec.to_config(),
-            scaling_config=ray.train.ScalingConfig(num_workers=res.num_workers,
-                                                   use_gpu=res.use_gpu,
-                                                   resources_per_worker=per_worker),
-            torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
-            datasets={"train": dataset},
-            dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-            run_config=ray.train.RunConfig(
-                name=spec.run_name, storage_path=self.storage_path,
-                failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                worker_runtime_env=env or None),
-        )
 
     def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
@@ -110,10 +217,7 @@ class TrainerGroup:
         import ray.exceptions
         import ray.train
 
-        # Problems visible here fail before any worker starts.
-        check_logger(self.recipe.train.logger)
-        build_loss(self.recipe.loss.name, self.recipe.loss.params)
-        rows_per_worker(num_prompts, self.recipe.resources.trainer.num_workers)
+        check_before_start(self.recipe, num_prompts)
         run_name = f"{self.name}-v{policy_version}"
         if log_dir is None:
             log_dir = str(Path(self.storage_path) / "tensorboard" / run_name)
@@ -121,12 +225,27 @@ class TrainerGroup:
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
-                          stop_after_epoch=stop_after_epoch,
-                          init_adapter=init.adapter)
+                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter)
+        trainer = torch_trainer(self.recipe, train_loop, spec.to_config(), run_name=run_name,
+                                storage_path=self.storage_path, datasets={"train": dataset})
         try:
-            result = self._trainer(dataset, spec).fit()
+            result = trainer.fit()
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
-            raise ActorFailure("trainer", _failure_message(exc)) from exc
+            raise ActorFailure("trainer", failure_message(exc)) from exc
         history = result.return_value or []
-        done = max((int(h["epoch"]) for h in history), default=0)
+        done = max((int(h["epoch"]) for h in history
+                    if h.get("policy_version") == policy_version), default=0)
         return collect_result(spec.output_dir, history, done)
+
+    def close(self) -> None:
+        """Nothing to stop: every :meth:`fit` ends its own run."""
+
+
+def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None):
+    """The trainer group the recipe asks for: resident (``train.resident``, with ``roles`` whose
+    samplers receive new weights from memory) or one Ray Train run per Evolve step."""
+    if recipe.train.resident and roles is not None:
+        from lire_ray.runtime.resident import ResidentTrainerGroup
+
+        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles)
+    return TrainerGroup(recipe, storage_path=storage_path, name=name)

@@ -26,3 +26,24 @@ class SamplerWorkerExtension:
         from vllm.utils.torch_utils import set_random_seed
 
         set_random_seed(int(seed))
+
+    def lire_load_weights(self, blob: bytes) -> int:
+        """Load one bucket of weights, sent as safetensors bytes, into the running model.
+
+        Tensors do not survive vLLM's RPC encoding inside nested containers, so a bucket
+        travels as one ``bytes`` object. Buckets are whole decoder layers (see
+        :func:`lire_ray.sampling.weights.layer_buckets`): vLLM's in-place reload processes a
+        layer once all of its weights have arrived.
+
+        Args:
+            blob: ``safetensors.torch.save`` of ``{hf_name: tensor}``.
+
+        Returns:
+            The number of tensors loaded.
+        """
+        from safetensors.torch import load
+
+        weights = load(blob)
+        self.model_runner.reload_weights(weights_iterator=list(weights.items()),
+                                         is_checkpoint_format=True)
+        return len(weights)

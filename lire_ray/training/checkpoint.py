@@ -42,14 +42,16 @@ class TrainState:
     """Progress of a training run, restored on resume.
 
     Attributes:
-        epoch: Epochs completed.
-        step: Optimizer steps completed.
+        epoch: Epochs completed of the Evolve step being trained.
+        step: Optimizer steps completed (all Evolve steps of the run).
         history: One metrics dict per optimizer step so far.
+        version: The policy version the Evolve step being trained produces.
     """
 
     epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0
 
 
 def _rng_file(directory: Path, rank: int) -> Path:
@@ -140,58 +142,126 @@ def _gathered(engine, zero_stage: int):
     return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
-def save_policy(engine, *, rank: int, output_dir: str | Path, tokenizer, init_model: str,
-                lora_enabled: bool, merge_on_save: bool, zero_stage: int,
-                history: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
-    """Write the trained policy in Hugging Face format (rank 0 writes; all ranks must call).
+@dataclass
+class PolicySnapshot:
+    """The trained weights, copied to CPU memory, so they can be written or sent to the
+    samplers while training goes on (the engine's own tensors keep changing).
+
+    Attributes:
+        tensors: ``{name: tensor}``: the full model's state dict (Hugging Face names), or with
+            LoRA only the adapter's (peft names, as in ``adapter_model.safetensors``).
+        adapter_config: With LoRA, the adapter's ``adapter_config.json`` content; else None.
+    """
+
+    tensors: dict[str, Any]
+    adapter_config: dict[str, Any] | None = None
+
+
+def snapshot_policy(engine, *, rank: int, lora_enabled: bool, zero_stage: int
+                    ) -> PolicySnapshot | None:
+    """Copy the trained weights to CPU memory on rank 0 (every rank must call: ZeRO-3 gathers
+    parameters collectively).
+
+    Returns:
+        The snapshot on rank 0, None on the other ranks.
+    """
+    with _gathered(engine, zero_stage):
+        if rank != 0:
+            return None
+        module = engine.module
+        if lora_enabled:
+            from peft import get_peft_model_state_dict
+
+            tensors = get_peft_model_state_dict(module)
+            config = module.peft_config["default"].to_dict()
+            config = json.loads(json.dumps(config, default=lambda v: sorted(v)
+                                           if isinstance(v, set) else str(v)))
+        else:
+            tensors, config = module.state_dict(), None
+        return PolicySnapshot({k: v.detach().to("cpu").clone() for k, v in tensors.items()},
+                              config)
+
+
+def write_adapter(directory: str | Path, tensors: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write a peft LoRA adapter directory (``adapter_config.json``,
+    ``adapter_model.safetensors``) from tensors and config."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              str(directory / "adapter_model.safetensors"))
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2),
+                                                   encoding="utf-8")
+
+
+def write_policy(snapshot: PolicySnapshot, *, module, output_dir: str | Path, tokenizer,
+                 init_model: str, merge_on_save: bool, history: Sequence[dict[str, Any]],
+                 info: dict[str, Any]) -> Path:
+    """Write a snapshot as a Hugging Face policy directory; safe in a background thread.
 
     Layout of ``output_dir``: without LoRA, the full model (``config.json``,
     ``model.safetensors``) and tokenizer. With LoRA, ``adapter/`` holds the peft adapter
     (its ``base_model_name_or_path`` is ``init_model``); with ``merge_on_save`` the merged full
     model is also written at the top level. Always: ``train_history.jsonl``,
-    ``train_info.json``, and ``COMPLETE`` (last).
+    ``train_info.json``, and ``COMPLETE`` (last). Built under a temporary name and renamed into
+    place, so an interrupted write is never trusted.
 
     Args:
-        engine: The DeepSpeed engine after training.
-        rank: The worker's rank.
+        snapshot: The weights (see :func:`snapshot_policy`).
+        module: The model the snapshot came from; only its configuration is read (the full
+            model's ``save_pretrained`` is given the snapshot's tensors).
         output_dir: Destination directory (replaced if it exists).
         tokenizer: The policy's tokenizer.
         init_model: The model training started from (the base of a LoRA adapter).
-        lora_enabled: Whether the engine's module is a peft model.
         merge_on_save: With LoRA, also save the merged full model.
-        zero_stage: The ZeRO stage (stage 3 gathers parameters collectively first).
         history: Per-step metric dicts.
         info: Extra facts for ``train_info.json`` (steps, loss, policy version, ...).
+
+    Returns:
+        The written directory.
     """
-    with _gathered(engine, zero_stage):
-        if rank != 0:
-            return
-        out = Path(output_dir).absolute()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            module = engine.module
-            if lora_enabled:
-                module.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
-                tokenizer.save_pretrained(str(tmp / ADAPTER_DIR))
-                if merge_on_save:
-                    _save_merged(init_model, tmp / ADAPTER_DIR, tmp)
-            else:
-                module.save_pretrained(str(tmp), safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-            with open(tmp / HISTORY_FILE, "w", encoding="utf-8") as fh:
-                for record in history:
-                    fh.write(json.dumps(record, sort_keys=True) + "\n")
-            full = (not lora_enabled) or merge_on_save
-            meta = {**info, "init_model": str(init_model), "lora": lora_enabled,
-                    "full_model": full, "adapter_dir": ADAPTER_DIR if lora_enabled else None}
-            (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True),
-                                         encoding="utf-8")
-            replace_dir(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        atomic_write_text(out / COMPLETE_MARKER, "complete\n")
+    lora = snapshot.adapter_config is not None
+    out = Path(output_dir).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        if lora:
+            config = {**snapshot.adapter_config, "base_model_name_or_path": str(init_model)}
+            write_adapter(tmp / ADAPTER_DIR, snapshot.tensors, config)
+            tokenizer.save_pretrained(str(tmp / ADAPTER_DIR))
+            if merge_on_save:
+                _save_merged(init_model, tmp / ADAPTER_DIR, tmp)
+        else:
+            module.save_pretrained(str(tmp), state_dict=snapshot.tensors, safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        with open(tmp / HISTORY_FILE, "w", encoding="utf-8") as fh:
+            for record in history:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+        meta = {**info, "init_model": str(init_model), "lora": lora,
+                "full_model": (not lora) or merge_on_save,
+                "adapter_dir": ADAPTER_DIR if lora else None}
+        (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True),
+                                     encoding="utf-8")
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out / COMPLETE_MARKER, "complete\n")
+    return out
+
+
+def save_policy(engine, *, rank: int, output_dir: str | Path, tokenizer, init_model: str,
+                lora_enabled: bool, merge_on_save: bool, zero_stage: int,
+                history: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
+    """Snapshot and write the trained policy now (rank 0 writes; all ranks must call); see
+    :func:`write_policy` for the layout."""
+    snap = snapshot_policy(engine, rank=rank, lora_enabled=lora_enabled, zero_stage=zero_stage)
+    if snap is not None:
+        module = engine.module.get_base_model() if lora_enabled else engine.module
+        write_policy(snap, module=module, output_dir=output_dir, tokenizer=tokenizer,
+                     init_model=init_model, merge_on_save=merge_on_save, history=history,
+                     info=info)
 
 
 def _save_merged(init_model: str, adapter_dir: Path, out: Path) -> None:

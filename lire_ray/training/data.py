@@ -184,3 +184,46 @@ class ShardCache:
         table = cache._conform(table)
         cache._tables, cache._rows = [table], table.num_rows
         return cache
+
+
+def deal(batches: Iterable[pa.Table], *, world_size: int, rows_per_worker: int,
+         micro_batch_prompts: int) -> Iterator[tuple[int, pa.Table]]:
+    """Deal a stream of pool rows to ``world_size`` workers in micro-batches, in order.
+
+    Worker ``r`` receives micro-batches ``r, r + W, r + 2W, ...`` of ``micro_batch_prompts``
+    rows, until each worker has ``rows_per_worker`` rows (a worker's last micro-batch may be
+    smaller); rows beyond ``W * rows_per_worker`` are dropped, as an equal split drops them.
+
+    Args:
+        batches: Arrow tables of pool rows in stream order.
+        world_size: W, the number of workers.
+        rows_per_worker: Rows each worker trains on per epoch.
+        micro_batch_prompts: Rows per micro-batch.
+
+    Yields:
+        ``(rank, micro_batch)`` pairs as soon as a micro-batch is complete.
+    """
+    left = [rows_per_worker] * world_size
+    pending: list[pa.Table] = []
+    rank = 0
+
+    def take(n: int) -> pa.Table:
+        nonlocal pending
+        table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        pending = [table.slice(n)] if table.num_rows > n else []
+        return table.slice(0, n)
+
+    for batch in batches:
+        if batch.num_rows:
+            pending.append(batch)
+        while any(left):
+            while not left[rank]:
+                rank = (rank + 1) % world_size
+            n = min(micro_batch_prompts, left[rank])
+            if sum(t.num_rows for t in pending) < n:
+                break
+            yield rank, take(n)
+            left[rank] -= n
+            rank = (rank + 1) % world_size
+        if not any(left):
+            return

@@ -1,8 +1,9 @@
-"""The per-worker training loop that Ray Train runs on every trainer worker.
+"""One trainer worker's share of training: model, DeepSpeed engine, loss, epochs, checkpoints.
 
-:class:`TrainingRun` holds the logic (model, DeepSpeed engine, loss, epochs, checkpoints) and
-talks to Ray only through two callables, so it can also run in a plain process group;
-:func:`train_loop` is the Ray Train entry point that supplies them.
+:class:`TrainingRun` holds the logic and talks to Ray only through callables (its data shard and
+a reporter), so it also runs in a plain process group; the Ray Train entry points that supply
+them are in :mod:`lire_ray.runtime.trainer` (one run per Evolve step) and
+:mod:`lire_ray.runtime.resident` (one resident run for every Evolve step).
 
 Every optimizer step produces one record, reduced over all workers: ``loss``, the loss's own
 metrics (for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise``), ``grad_norm``
@@ -33,20 +34,24 @@ from lire_ray.errors import DataError
 from lire_ray.losses import build_loss
 from lire_ray.pool import table_to_rows
 from lire_ray.training.checkpoint import (
+    PolicySnapshot,
     TrainState,
     load_train_state,
-    save_policy,
     save_train_state,
+    snapshot_policy,
+    write_policy,
 )
-from lire_ray.training.data import Prefetched, ShardCache, group_steps
+from lire_ray.training.data import ShardCache, group_steps
 from lire_ray.training.engine import (
     apply_lora,
     build_engine,
     import_deepspeed,
     load_lora,
+    make_scheduler,
     resolve_precision,
     rows_per_worker,
     steps_per_epoch,
+    warmup_steps,
 )
 from lire_ray.training.loggers import MetricSink
 from lire_ray.training.step import StepStats, train_step
@@ -74,6 +79,8 @@ class WorkerSpec:
         log_dir: TensorBoard / W&B directory, or None.
         stop_after_epoch: Train only up to this epoch in this call (a later call with the
             same run continues from its checkpoint); None trains all epochs.
+        schedule_spans_steps: A resident run whose learning-rate schedule continues over its
+            Evolve steps: how many (the schedule spans them all); None sizes it for one.
     """
 
     recipe: dict[str, Any]
@@ -86,6 +93,7 @@ class WorkerSpec:
     log_dir: str | None = None
     stop_after_epoch: int | None = None
     init_adapter: str | None = None
+    schedule_spans_steps: int | None = None
 
     def to_config(self) -> dict[str, Any]:
         """The spec as a ``train_loop_config`` dict."""
@@ -196,6 +204,8 @@ class TrainingRun:
         self.rows = rows_per_worker(spec.num_prompts, world_size)
         self.total_steps = spec.epochs * steps_per_epoch(
             spec.num_prompts, world_size, train.micro_batch_prompts, train.grad_accum)
+        # A resident run that continues one schedule over every Evolve step sizes it for all.
+        schedule_steps = self.total_steps * (spec.schedule_spans_steps or 1)
         self.tokenizer = load_tokenizer(spec.init_model,
                                         trust_remote_code=model_cfg.trust_remote_code)
         dtype = "bfloat16" if resolve_precision(train.precision, use_gpu) == "bf16" else "float32"
@@ -211,16 +221,34 @@ class TrainingRun:
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         model.train()
-        self.engine = build_engine(model, train, use_gpu=use_gpu, total_steps=self.total_steps)
+        self.engine = build_engine(model, train, use_gpu=use_gpu, total_steps=schedule_steps)
         # Distinct dropout streams per worker; the data already differs per worker.
         torch.manual_seed(train.seed * 1000 + rank)
-        self.state = TrainState()
+        self.state = TrainState(version=spec.policy_version)
         self.cache: ShardCache | None = None
         self._prompt_warned = False
 
     @property
     def lora(self) -> bool:
         return self.recipe.model.lora.enabled
+
+    def begin_step(self, version: int, *, restart_schedule: bool) -> None:
+        """Start training policy ``version`` on a new pool (a resident run's next Evolve step).
+
+        The model and optimizer carry on from the previous step; the epoch count and the row
+        cache start over, and with ``restart_schedule`` so does the learning-rate schedule
+        (warmup then cosine decay over this step's optimizer steps).
+        """
+        self.state.version, self.state.epoch, self.cache = version, 0, None
+        if restart_schedule:
+            self.engine.lr_scheduler = make_scheduler(
+                self.engine.basic_optimizer, total_steps=self.total_steps,
+                warmup=warmup_steps(self.total_steps, self.recipe.train.warmup_ratio))
+
+    def step_history(self, version: int | None = None) -> list[dict]:
+        """The per-step records of one Evolve step (default: the current one)."""
+        v = self.state.version if version is None else version
+        return [h for h in self.state.history if h.get("policy_version") == v]
 
     def restore(self, directory: str | Path) -> None:
         """Continue from a checkpoint written by an earlier attempt of the same run."""
@@ -278,7 +306,7 @@ class TrainingRun:
                                recompute_logits=train.zero_stage != 3)
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
-                      "policy_version": self.spec.policy_version,
+                      "policy_version": self.state.version,
                       **reduce_step(stats, self.world_size)}
             self.state.history.append(record)
             if sink is not None:
@@ -288,49 +316,85 @@ class TrainingRun:
                          self.total_steps, epoch + 1, record["loss"], record["lr"],
                          record["tokens_per_s"])
 
-    def run(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter) -> list[dict]:
-        """Train the remaining epochs, checkpoint after each, and save the policy at the end.
+    def open_sink(self) -> MetricSink | None:
+        """The metric sink of this run (rank 0 only; None with ``train.logger=none``)."""
+        if self.rank != 0 or self.recipe.train.logger == "none":
+            return None
+        return MetricSink(self.recipe.train.logger, log_dir=self.spec.log_dir,
+                          run_name=self.spec.run_name, config=self.spec.recipe)
+
+    def train_epochs(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter, *,
+                     epochs: int, sink: MetricSink | None, stop_after_epoch: int | None = None
+                     ) -> None:
+        """Train the remaining epochs of the current Evolve step, checkpointing after each.
 
         Args:
             shard: Returns this worker's epoch-1 micro-batches (Arrow tables of pool rows);
                 called at most once.
             report: Receives, after each epoch, the epoch's record (see :func:`epoch_record`)
                 and a local checkpoint directory to persist (deleted once it returns).
-
-        Returns:
-            The per-step metric history of the whole run (earlier attempts included).
+            epochs: I, epochs of this step.
+            sink: Where per-step metrics go, or None.
+            stop_after_epoch: Stop after this epoch (a later call continues).
 
         Raises:
             DataError: Bad rows, missing rewards / reference log-probs, or a row count that
                 disagrees with ``num_prompts``.
         """
-        spec, train = self.spec, self.recipe.train
-        last = spec.epochs if spec.stop_after_epoch is None else min(spec.epochs,
-                                                                     spec.stop_after_epoch)
-        sink = None
-        if self.rank == 0 and train.logger != "none":
-            sink = MetricSink(train.logger, log_dir=spec.log_dir, run_name=spec.run_name,
-                              config=spec.recipe)
+        last = epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)
+        for epoch in range(self.state.epoch, last):
+            self._train_epoch(epoch, self._epoch_batches(epoch, shard), sink)
+            if epoch == 0:
+                self._check_epoch_rows()
+            self.state.epoch = epoch + 1
+            self._checkpoint(report)
+
+    def policy_info(self) -> dict[str, Any]:
+        """What ``train_info.json`` records of the current step's policy."""
+        return {"policy_version": self.state.version, "steps": self.state.step,
+                "epochs": self.state.epoch, "loss": self.recipe.loss.name,
+                "num_prompts": self.spec.num_prompts, "world_size": self.world_size,
+                "init_adapter": self.spec.init_adapter}
+
+    def snapshot(self) -> PolicySnapshot | None:
+        """The current weights in CPU memory on rank 0 (None elsewhere; every rank calls)."""
+        return snapshot_policy(self.engine, rank=self.rank, lora_enabled=self.lora,
+                               zero_stage=self.recipe.train.zero_stage)
+
+    def write(self, snapshot: PolicySnapshot, output_dir: str | Path) -> Path:
+        """Write a snapshot of this run's policy in Hugging Face format (rank 0; may run in a
+        background thread while training goes on)."""
+        module = self.engine.module.get_base_model() if self.lora else self.engine.module
+        return write_policy(snapshot, module=module, output_dir=output_dir,
+                            tokenizer=self.tokenizer, init_model=self.spec.init_model,
+                            merge_on_save=self.recipe.model.lora.merge_on_save,
+                            history=self.step_history(), info=self.policy_info())
+
+    def run(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter) -> list[dict]:
+        """Train the remaining epochs and save the policy at the end (one Evolve step per run).
+
+        Args:
+            shard: As for :meth:`train_epochs`.
+            report: As for :meth:`train_epochs`.
+
+        Returns:
+            The per-step metric history of the whole run (earlier attempts included).
+
+        Raises:
+            DataError: As for :meth:`train_epochs`.
+        """
+        spec = self.spec
+        sink = self.open_sink()
         try:
-            for epoch in range(self.state.epoch, last):
-                self._train_epoch(epoch, self._epoch_batches(epoch, shard), sink)
-                if epoch == 0:
-                    self._check_epoch_rows()
-                self.state.epoch = epoch + 1
-                self._checkpoint(report)
+            self.train_epochs(shard, report, epochs=spec.epochs, sink=sink,
+                              stop_after_epoch=spec.stop_after_epoch)
         finally:
             if sink is not None:
                 sink.close()
         if self.state.epoch >= spec.epochs:
-            info = {"policy_version": spec.policy_version, "steps": self.state.step,
-                    "epochs": self.state.epoch, "loss": self.recipe.loss.name,
-                    "num_prompts": spec.num_prompts, "world_size": self.world_size,
-                    "init_adapter": spec.init_adapter}
-            save_policy(self.engine, rank=self.rank, output_dir=spec.output_dir,
-                        tokenizer=self.tokenizer, init_model=spec.init_model,
-                        lora_enabled=self.lora,
-                        merge_on_save=self.recipe.model.lora.merge_on_save,
-                        zero_stage=train.zero_stage, history=self.state.history, info=info)
+            snap = self.snapshot()
+            if snap is not None:
+                self.write(snap, spec.output_dir)
         return self.state.history
 
     def _check_epoch_rows(self) -> None:
@@ -349,52 +413,3 @@ class TrainingRun:
             report(epoch_record(self.state), directory, f"epoch-{self.state.epoch:04d}")
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def train_loop(config: dict[str, Any]) -> list[dict]:
-    """Ray Train ``train_loop_per_worker``: run :class:`TrainingRun` on this worker.
-
-    Reads the ``"train"`` dataset shard in micro-batches of ``train.micro_batch_prompts`` rows
-    (Arrow), resumes from ``ray.train.get_checkpoint()`` when there is one, and reports each
-    epoch's record and checkpoint through ``ray.train.report``.
-
-    Args:
-        config: ``WorkerSpec.to_config()``.
-
-    Returns:
-        The per-step metric history (Ray Train returns rank 0's as ``Result.return_value``).
-    """
-    import ray.train
-
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)  # progress lines reach the driver through Ray's log handler
-    spec = WorkerSpec(**config)
-    ctx = ray.train.get_context()
-    recipe = Recipe.model_validate(spec.recipe)
-    use_gpu = recipe.resources.trainer.use_gpu
-    device = "cpu"
-    if use_gpu:
-        import ray.train.torch
-
-        device = ray.train.torch.get_device()
-
-    def open_shard():
-        iterator = ray.train.get_dataset_shard("train")
-        return iterator.iter_batches(batch_size=recipe.train.micro_batch_prompts,
-                                     batch_format="pyarrow", drop_last=False)
-
-    checkpoint = ray.train.get_checkpoint()
-    # A fresh run starts the (possibly upstream-sampling) data stream while the model loads; a
-    # resumed one replays its cached rows and must not start it at all.
-    shard = Prefetched(open_shard) if checkpoint is None else open_shard
-    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                      use_gpu=use_gpu, device=device)
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            run.restore(directory)
-
-    def report(record, directory, name):
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=name)
-
-    return run.run(shard, report)
