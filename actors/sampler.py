@@ -26,6 +26,26 @@ from lire_ray.pool import PoolRow
 from lire_ray.sampling import PromptSamples, build_sampler, call_seed
 
 
+def _wait_complete(checkpoint: str, timeout_s: float = 900.0) -> None:
+    """Wait for a checkpoint's ``COMPLETE`` marker (a resident trainer writes checkpoints in
+    the background): a sampler restarted meanwhile must load exactly the served weights.
+
+    Raises:
+        ModelLoadError: The checkpoint did not complete within ``timeout_s``.
+    """
+    import time
+
+    from lire_ray.errors import ModelLoadError
+    from lire_ray.rundir import COMPLETE_MARKER
+
+    deadline = time.time() + timeout_s
+    while not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):
+        if time.time() > deadline:
+            raise ModelLoadError(f"the served checkpoint {checkpoint} did not complete within "
+                                 f"{timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
 class SamplerActor:
     """Samples candidates for prompt rows with the policy it serves.
 
@@ -59,6 +79,8 @@ class SamplerActor:
         if served_file and os.path.isfile(served_file):
             with open(served_file, encoding="utf-8") as fh:
                 served = json.load(fh)
+            if served.get("checkpoint"):
+                _wait_complete(served["checkpoint"])
             load = self.sampler.load_adapter if served["adapter"] else self.sampler.load_weights
             load(served["path"], int(served["version"]))
 
@@ -113,6 +135,51 @@ class SamplerActor:
     def load_adapter(self, path: str, version: int) -> int:
         """Serve the LoRA adapter in ``path`` as policy ``version``; returns the version."""
         self.sampler.load_adapter(path, version)
+        return self.sampler.policy_version
+
+    def receive_weights(self, queue, version: int) -> int:
+        """Serve full weights a resident trainer sends from memory as policy ``version``.
+
+        Buckets arrive one at a time through ``queue`` (a one-slot ``ray.util.queue.Queue``
+        of ``[object_ref]`` items, None after the last), so this actor holds one bucket at a
+        time; the whole update is one call, so no sampling request runs between buckets.
+
+        Returns:
+            The version now served.
+        """
+        import ray
+
+        def buckets():
+            while (item := queue.get()) is not None:
+                yield ray.get(item[0])
+
+        self.sampler.load_weight_buckets(buckets(), version)
+        return self.sampler.policy_version
+
+    def load_adapter_bytes(self, blob: list, config: dict, version: int) -> int:
+        """Serve a LoRA adapter a resident trainer sends from memory as policy ``version``.
+
+        The adapter (``[object_ref]`` of its safetensors bytes, and its peft config) is written
+        to a directory local to this actor, which vLLM and peft load adapters from.
+
+        Returns:
+            The version now served.
+        """
+        import shutil
+        import tempfile
+
+        import ray
+
+        from lire_ray.sampling.weights import from_bytes
+        from lire_ray.training.checkpoint import write_adapter
+
+        data = ray.get(blob[0]) if not isinstance(blob[0], bytes) else blob[0]
+        old, self._adapter_dir = getattr(self, "_adapter_dir", None), tempfile.mkdtemp(
+            prefix=f"lire-adapter-v{version}-")
+        write_adapter(self._adapter_dir, from_bytes(data), config)
+        self.sampler.load_adapter(self._adapter_dir, version)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
         return self.sampler.policy_version
 
     def sleep(self) -> None:

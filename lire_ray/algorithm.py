@@ -29,8 +29,9 @@ from lire_ray.config import Recipe
 from lire_ray.pool import PoolRow
 from lire_ray.pool_sources import pool_source
 from lire_ray.rundir import RunDir
-from lire_ray.runtime import PoolBuilder, RoleGroup, TrainerGroup, telemetry
+from lire_ray.runtime import PoolBuilder, ResidentTrainerGroup, RoleGroup, TrainerGroup, telemetry
 from lire_ray.timing import overlap_seconds
+from lire_ray.training.checkpoint import ADAPTER_DIR
 from lire_ray.training.result import PolicyInit, policy_in
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Chain:
         rundir: Where pools, checkpoints, state and metrics go.
         roles: The role group (samplers serving the current policy, reward actors, and
             reference actors when the loss needs reference log-probs).
-        trainer: The trainer group.
+        trainer: The trainer group (one Ray Train run per step, or a resident one that sends
+            each new policy to the samplers from memory); :func:`self_enhance` closes it.
         base: The initial policy (the base of LoRA adapters).
         norm: The frozen reward normalisation in use (recorded in every pool's manifest).
     """
@@ -56,7 +58,7 @@ class Chain:
     recipe: Recipe
     rundir: RunDir
     roles: RoleGroup
-    trainer: TrainerGroup
+    trainer: TrainerGroup | ResidentTrainerGroup
     base: str
     norm: dict
 
@@ -102,28 +104,65 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
             train_span = (t0, time.time())
             roles.set_phase("sample")
             pool = feed.finish()                          # D_e complete: every prompt once
-            policy = policy_in(rundir.checkpoint_dir(step), base=chain.base)
-            roles.serve(policy, step)                     # the samplers now serve policy e
-            record = {"step": step, **pool["stats"], "presampled": feed.presampled,
-                      "sample_s": sum(b - a for a, b in pool["busy"]),
-                      "train_s": train_span[1] - train_span[0],
-                      "overlap_s": overlap_seconds(pool["busy"], train_span),
-                      "final_train_metrics": result.metrics,
-                      "checkpoint": str(result.checkpoint_dir),
-                      "adapter": str(result.adapter_dir) if result.adapter_dir else None}
-            rundir.mark_complete(state, step)
-            rundir.append_metrics({"event": "evolve_step", **json.loads(json.dumps(
-                record, default=str))})
+            policy = _serve(chain, result, step)          # the samplers now serve policy e
+            record = _record(step, pool, feed.presampled, train_span, result)
+            _mark_checkpointed(chain, state)
+            rundir.append_metrics({"event": "evolve_step", **record})
             telemetry.export_step({**record, "pool_candidates": record["candidates"],
                                    "tokens_per_s": result.metrics.get("tokens_per_s")},
                                   run=rundir.root.name)
-            log.info("Evolve step %d done: policy reward %.4f, train %.1f s, overlap %.1f s",
-                     step, record["policy_reward_mean"], record["train_s"], record["overlap_s"])
+            log.info("Evolve step %d done: policy reward %.4f, train %.1f s (%.1f s optimizer "
+                     "steps), weights to samplers %.2f s, overlap %.1f s", step,
+                     record["policy_reward_mean"], record["train_s"], record["train_compute_s"],
+                     record["weight_sync_s"], record["overlap_s"])
             if on_step is not None:
                 on_step(step, policy, record)
     finally:
         pools.close()
+        chain.trainer.close()  # a resident run finishes its pending checkpoints first
+    _mark_checkpointed(chain, state)
     return policy
+
+
+def _serve(chain: Chain, result, step: int) -> PolicyInit:
+    """Serve policy ``step`` on the samplers (or record it, when a resident trainer already
+    sent it from memory) and return where the next step's training starts."""
+    if not chain.trainer.serves_weights:
+        policy = policy_in(chain.rundir.checkpoint_dir(step), base=chain.base)
+        chain.roles.serve(policy, step)
+        return policy
+    ckpt = chain.rundir.checkpoint_dir(step)
+    policy = (PolicyInit(chain.base, str(ckpt / ADAPTER_DIR)) if chain.recipe.model.lora.enabled
+              else PolicyInit(str(ckpt)))
+    if result.checkpoint_dir is not None:  # a step without a checkpoint leaves the record
+        chain.roles.record_served(policy, step)
+    return policy
+
+
+def _record(step: int, pool: dict, presampled: bool, train_span: tuple[float, float],
+            result) -> dict:
+    """One Evolve step as ``metrics.jsonl`` records it (JSON-ready)."""
+    history = result.history
+    compute = sum(h.get("step_seconds", 0.0) for h in history)
+    record = {"step": step, **pool["stats"], "presampled": presampled,
+              "sample_s": sum(b - a for a, b in pool["busy"]),
+              "train_s": train_span[1] - train_span[0], "train_compute_s": compute,
+              "weight_sync_s": result.metrics.get("weight_sync_s", 0.0),
+              "overlap_s": overlap_seconds(pool["busy"], train_span),
+              "final_train_metrics": result.metrics,
+              "checkpoint": str(result.checkpoint_dir) if result.checkpoint_dir else None,
+              "adapter": str(result.adapter_dir) if result.adapter_dir else None}
+    return json.loads(json.dumps(record, default=str))
+
+
+def _mark_checkpointed(chain: Chain, state) -> None:
+    """Record as complete every step whose checkpoint is now complete on disk."""
+    for step in sorted(range(len(state.completed) + 1, chain.recipe.evolve.steps + 1),
+                       reverse=True):
+        if chain.rundir.is_checkpoint_complete(step) and \
+                (chain.rundir.pool_dir(step) / "manifest.json").is_file():
+            chain.rundir.mark_complete(state, step)
+            return
 
 
 def _needs_reference(recipe: Recipe) -> bool:

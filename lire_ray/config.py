@@ -250,7 +250,8 @@ class RayConfig(_Strict):
     """How the job finds its Ray cluster."""
 
     address: str | None = Field(None, description="None: join a running cluster if any "
-                                "(RAY_ADDRESS) else start a local one.")
+                                "(RAY_ADDRESS) else start a local one; 'local': always start a "
+                                "new local one.")
     num_cpus: int | None = Field(None, ge=1, description="Only for a local cluster started by "
                                  "the job.")
     dashboard_host: str = "127.0.0.1"

@@ -122,22 +122,22 @@ class RunDir:
         if not self.state_path.is_file():
             return RunState()
         raw = json.loads(self.state_path.read_text(encoding="utf-8"))
-        done = [k for k in raw.get("completed", [])
-                if self.is_checkpoint_complete(k) and (self.pool_dir(k) / "manifest.json").is_file()]
-        # A gap means later stages were built on something no longer trusted.
-        trusted: list[int] = []
-        for k in sorted(done):
-            if k != len(trusted) + 1:
-                break
-            trusted.append(k)
-        return RunState(completed=trusted, policy_version=trusted[-1] if trusted else 0)
+        # A run continues from a checkpoint: the last recorded step whose checkpoint is
+        # complete and whose pools, and those of every step before it, are complete too (steps
+        # in between without a checkpoint, train.checkpoint_every > 1, count with it).
+        last = 0
+        for k in sorted(raw.get("completed", [])):
+            pools = all((self.pool_dir(j) / "manifest.json").is_file() for j in range(1, k + 1))
+            if self.is_checkpoint_complete(k) and pools:
+                last = k
+        return RunState(completed=list(range(1, last + 1)), policy_version=last)
 
     def mark_complete(self, state: RunState, step: int) -> None:
         """Record Evolve step ``step`` as done (its pool and checkpoint must be complete)."""
         if not self.is_checkpoint_complete(step):
             raise RunDirError(f"checkpoint {self.checkpoint_dir(step)} is not complete")
-        state.completed = sorted(set(state.completed) | {step})
-        state.policy_version = step
+        state.completed = list(range(1, max([step, *state.completed]) + 1))
+        state.policy_version = max(state.policy_version, step)
         atomic_write_text(self.state_path, state.to_json())
 
     def is_checkpoint_complete(self, step: int) -> bool:

@@ -24,7 +24,7 @@ from lire_ray.losses import build_loss
 from lire_ray.models import check_tokenizers, load_tokenizer
 from lire_ray.run_report import write_run_report
 from lire_ray.rundir import RunDir
-from lire_ray.runtime import RoleGroup, TrainerGroup, check_feasible, connect, disconnect
+from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def run(recipe: Recipe) -> Path:
         roles = RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, rundir.root),
                           policy=policy, rewards=True, reference=reference,
                           state_dir=rundir.root)
-        trainer = TrainerGroup(recipe, storage_path=str(rundir.root / "ray_train"),
-                               name="policy")
+        trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"),
+                               name="policy", roles=roles)
         # Fitted once per run, before anything is scored, so every score uses the same scale.
         norm = roles.normalisation(train_rows)
         evaluator = (Evaluator(recipe, roles, eval_rows,

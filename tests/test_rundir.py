@@ -29,7 +29,7 @@ def test_non_empty_dir_needs_resume(tmp_path):
     RunDir(tmp_path / "fresh2", resume=True)  # resume of nothing starts fresh
 
 
-def test_only_complete_contiguous_stages_are_trusted(tmp_path):
+def test_a_run_continues_from_its_last_complete_checkpoint(tmp_path):
     rd = RunDir(tmp_path / "run", resume=False)
     state = rd.load_state()
     assert state.completed == [] and state.policy_version == 0
@@ -38,8 +38,15 @@ def test_only_complete_contiguous_stages_are_trusted(tmp_path):
     _complete_stage(rd, 2)
     rd.mark_complete(state, 2)
     assert rd.load_state().completed == [1, 2]
-    # A checkpoint that lost its marker (interrupted rewrite) un-trusts it and every later stage.
+    # The last checkpoint lost its marker (interrupted rewrite): continue from the one before.
+    (rd.checkpoint_dir(2) / COMPLETE_MARKER).unlink()
+    assert rd.load_state().completed == [1] and rd.load_state().policy_version == 1
+    # An earlier step without a checkpoint (train.checkpoint_every > 1) does not matter ...
+    (rd.checkpoint_dir(2) / COMPLETE_MARKER).write_text("complete\n")
     (rd.checkpoint_dir(1) / COMPLETE_MARKER).unlink()
+    assert rd.load_state().completed == [1, 2]
+    # ... but every pool up to the checkpoint must be complete.
+    (rd.pool_dir(1) / "manifest.json").unlink()
     state = rd.load_state()
     assert state.completed == [] and state.policy_version == 0
 

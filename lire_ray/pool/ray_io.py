@@ -40,7 +40,8 @@ def read_pool_dataset(pool_dir):
     paths = [str(Path(pool_dir).absolute() / e["name"]) for e in manifest["files"]]
     if not paths:
         return ray.data.from_arrow(POOL_SCHEMA.empty_table())
-    return ray.data.read_parquet(paths, partitioning=None)
+    # Reading moves a few rows; it must not wait for a whole CPU a trainer worker holds.
+    return ray.data.read_parquet(paths, partitioning=None, num_cpus=0.01)
 
 
 def _conform_batch(batch: pa.Table) -> pa.Table:

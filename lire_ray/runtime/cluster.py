@@ -22,6 +22,11 @@ from lire_ray.errors import ActorFailure, ConfigError
 
 log = logging.getLogger(__name__)
 
+#: Environment variables the driver forwards to every actor and trainer worker (when set).
+FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE", "WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR",
+                 "MLFLOW_TRACKING_URI", "TOKENIZERS_PARALLELISM")
+
 
 @dataclass(frozen=True)
 class RayHandle:
@@ -35,10 +40,15 @@ class RayHandle:
 def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     """Join the configured or running Ray cluster, or start a local one.
 
-    Order: ``ray.address`` from the recipe; else ``RAY_ADDRESS`` (set by ``ray job submit``) or a
-    cluster started with ``ray start`` on this machine; else a new local cluster with
-    ``ray.num_cpus`` CPUs and the dashboard bound to ``ray.dashboard_host`` (127.0.0.1 unless
-    configured otherwise).
+    Order: ``ray.address`` from the recipe (``local``: always a new local cluster); else
+    ``RAY_ADDRESS`` (set by ``ray job submit``) or a cluster started with ``ray start`` on this
+    machine; else a new local cluster with ``ray.num_cpus`` CPUs and the dashboard bound to
+    ``ray.dashboard_host`` (127.0.0.1 unless configured otherwise).
+
+    Outside ``ray job submit`` (whose runtime environment the job brings), the actors and
+    trainer workers get the project on their ``PYTHONPATH`` and the driver's values of the
+    environment variables in :data:`FORWARDED_ENV` (tokens, tracking settings), which are never
+    written anywhere.
     """
     import ray
 
@@ -49,14 +59,17 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
-        root = str(Path(__file__).resolve().parents[1])
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH")) if p)}}
+        root = str(Path(__file__).resolve().parents[2])
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        runtime_env = {"env_vars": env}
     if runtime_env:
         kwargs["runtime_env"] = runtime_env
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address is None:
+    if address is None or address == "local":
         try:
+            if address == "local":
+                raise ConnectionError("a new local cluster was asked for")
             info = ray.init(address="auto", **kwargs)
             log.info("joined the running Ray cluster at %s", info.address_info.get("address"))
             return RayHandle(False, info.address_info.get("address", "auto"),

@@ -27,6 +27,9 @@ from lire_ray.runtime.stages import PartStage, RowStage, RSOSpec, SampleStage
 log = logging.getLogger(__name__)
 
 TIMING_DIR = ".timing"
+#: Resources of the stream's own tasks: they only move rows between the role actors, which do
+#: the work, so they must not wait for a CPU that a resident trainer worker holds.
+LIGHT = {"num_cpus": 0.01}
 
 
 class PoolBuilder:
@@ -67,12 +70,15 @@ class PoolBuilder:
             log.info("%d of %d prompts already built in %s; building the other %d",
                      len(rows) - len(todo), len(rows), parts_dir, len(todo))
         built = [ray.data.read_parquet([str(p) for p in trusted_parts(parts_dir)],
-                                       partitioning=None)] if done else []
+                                       partitioning=None, **LIGHT)] if done else []
         if not todo:
             return built[0]
         bs = self.recipe.sampler.batch_size
-        ds = ray.data.from_arrow(rows_to_table(todo)).repartition(max(1, -(-len(todo) // bs)))
-        common = {"batch_format": "pyarrow", "batch_size": bs, "num_cpus": 0.01}
+        table = rows_to_table(todo)
+        # One block per sampler batch, so the stages run batches in parallel (no repartition
+        # task, which would wait for a whole CPU while the trainer holds its own).
+        ds = ray.data.from_arrow([table.slice(i, bs) for i in range(0, table.num_rows, bs)])
+        common = {"batch_format": "pyarrow", "batch_size": bs, **LIGHT}
         ns, timing = self.roles.namespace, str(parts_dir / TIMING_DIR)
         if self.sample:
             s = self.recipe.sampler

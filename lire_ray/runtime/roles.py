@@ -141,18 +141,28 @@ class RoleGroup:
                 for h in self.handles[role]]
 
     def serve(self, policy: PolicyInit, version: int) -> None:
-        """Serve ``policy`` on every sampler as policy ``version``.
+        """Serve ``policy`` (from disk) on every sampler as policy ``version``.
 
         The choice is recorded first in ``served_policy.json`` so that a sampler restarted
         later (``max_restarts``) loads the same weights.
         """
+        self.record_served(policy, version)
         path, adapter = (policy.adapter, True) if policy.adapter else (policy.model, False)
-        served = self._state_file(SERVED_FILE)
-        if served is not None:
-            atomic_write_text(Path(served), json.dumps(
-                {"path": str(path), "version": version, "adapter": adapter}))
         self.call_all("sampler", "load_adapter" if adapter else "load_weights", str(path),
                       version)
+
+    def record_served(self, policy: PolicyInit, version: int) -> None:
+        """Record that the samplers serve ``policy`` as ``version`` (a resident trainer sent it
+        from memory; its checkpoint may still be being written, and a restarted sampler waits
+        for its ``COMPLETE`` marker before loading it)."""
+        served = self._state_file(SERVED_FILE)
+        if served is None:
+            return
+        path, adapter = (policy.adapter, True) if policy.adapter else (policy.model, False)
+        root = Path(path).parent if adapter else Path(path)
+        atomic_write_text(Path(served), json.dumps(
+            {"path": str(path), "version": version, "adapter": adapter,
+             "checkpoint": str(root) if root.is_absolute() else None}))
 
     def set_phase(self, phase: str) -> None:
         """Tell the samplers which phase begins: ``"train"`` puts them to sleep and ``"sample"``

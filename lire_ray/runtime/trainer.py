@@ -15,7 +15,7 @@ supplies the workers' data and checkpoint reporting, and turns Ray Train's error
   default for self-enhancement): one Ray Train run for every Evolve step of a run, new
   policies sent to the samplers from memory.
 
-:func:`make_trainer` picks one from the recipe.
+:func:`lire_ray.runtime.resident.make_trainer` picks one from the recipe.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from typing import Any
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
+from lire_ray.runtime.cluster import FORWARDED_ENV
 from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
 from lire_ray.training.result import PolicyInit, TrainResult, collect_result
 from lire_ray.training.worker import TrainingRun, WorkerSpec
 
-__all__ = ["TrainResult", "TrainerGroup", "make_trainer"]
+__all__ = ["TrainResult", "TrainerGroup"]
 
-#: Environment variables the driver forwards to every trainer worker (when set).
-FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "WANDB_MODE",
-                 "WANDB_DIR", "MLFLOW_TRACKING_URI", "HF_HOME", "HF_HUB_OFFLINE")
 
 
 def failure_message(exc: Exception) -> str:
@@ -239,13 +237,3 @@ class TrainerGroup:
 
     def close(self) -> None:
         """Nothing to stop: every :meth:`fit` ends its own run."""
-
-
-def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None):
-    """The trainer group the recipe asks for: resident (``train.resident``, with ``roles`` whose
-    samplers receive new weights from memory) or one Ray Train run per Evolve step."""
-    if recipe.train.resident and roles is not None:
-        from lire_ray.runtime.resident import ResidentTrainerGroup
-
-        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles)
-    return TrainerGroup(recipe, storage_path=storage_path, name=name)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -170,6 +170,15 @@ class Sampler(Protocol):
         Raises:
             ModelLoadError: The directory is incomplete, or its weights cannot be loaded (or do
                 not fit the running engine).
+            ValueError: ``version`` is not a non-negative int.
+        """
+
+    def load_weight_buckets(self, buckets: Iterable[bytes], version: int) -> None:
+        """Serve full weights sent from memory, bucket by bucket, as policy ``version``
+        (buckets of whole layers as safetensors bytes, :mod:`lire_ray.sampling.weights`).
+
+        Raises:
+            ModelLoadError: A bucket cannot be loaded into the model.
             ValueError: ``version`` is not a non-negative int.
         """
 

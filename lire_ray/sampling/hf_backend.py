@@ -12,7 +12,7 @@ Shape notation: B prompts, K candidates per prompt, L tokens.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -215,6 +215,28 @@ class HFSampler:
         check_checkpoint_dir(path)
         self._model = self._load(path)
         self._adapter_name = None
+        self._version = version
+
+    def load_weight_buckets(self, buckets: Iterable[bytes], version: int) -> None:
+        """Load full weights sent from memory (see :mod:`lire_ray.sampling.weights`) into the
+        served model, bucket by bucket; a served LoRA adapter is dropped first.
+
+        Raises:
+            ModelLoadError: A bucket names a weight the model does not have.
+        """
+        from peft import PeftModel
+
+        from lire_ray.sampling.weights import from_bytes
+
+        version = check_version(version)
+        if isinstance(self._model, PeftModel):
+            self._model = self._model.unload()
+            self._adapter_name = None
+        for blob in buckets:
+            tensors = from_bytes(blob)
+            unknown = self._model.load_state_dict(tensors, strict=False).unexpected_keys
+            if unknown:
+                raise ModelLoadError(f"the served model has no weights named {unknown[:3]}")
         self._version = version
 
     def load_adapter(self, path: str, version: int) -> None:

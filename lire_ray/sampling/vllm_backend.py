@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lire_ray.errors import ConfigError, ModelLoadError
@@ -209,6 +209,29 @@ class VLLMSampler:
                 "weights_path": str(ckpt.resolve()), "is_checkpoint_format": True})
         except Exception as err:
             raise ModelLoadError(f"vLLM could not reload weights from '{path}': "
+                                 f"{type(err).__name__}: {err}") from err
+        self._llm.reset_prefix_cache()
+        self._drop_adapter()
+        self._needs_weights = False
+        self._version = version
+
+    def load_weight_buckets(self, buckets: Iterable[bytes], version: int) -> None:
+        """Reload full weights sent from memory, bucket by bucket, in the running engine.
+
+        Each bucket (whole layers, safetensors bytes; see :mod:`lire_ray.sampling.weights`)
+        goes to every vLLM worker through the worker extension, whose in-place reload
+        processes a layer once its weights have arrived. The prefix cache is reset at the end
+        and a served LoRA adapter dropped, as for :meth:`load_weights`.
+
+        Raises:
+            ModelLoadError: vLLM could not load a bucket.
+        """
+        version = check_version(version)
+        try:
+            for blob in buckets:
+                self._llm.collective_rpc("lire_load_weights", args=(blob,))
+        except Exception as err:
+            raise ModelLoadError(f"vLLM could not load weights sent from memory: "
                                  f"{type(err).__name__}: {err}") from err
         self._llm.reset_prefix_cache()
         self._drop_adapter()

@@ -23,7 +23,7 @@ from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
 from lire_ray.metrics.summary import WIN_RATE_NOTE
 from lire_ray.report import markdown_table, write_report
 from lire_ray.rundir import RunDir, prepare_output
-from lire_ray.runtime import RoleGroup, TrainerGroup, connect, disconnect, namespace_for
+from lire_ray.runtime import RoleGroup, connect, disconnect, make_trainer, namespace_for
 from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 from lire_ray.training.result import PolicyInit
 
@@ -113,8 +113,8 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
                 log.info("grid: I=%d, %d Evolve steps", i, max(evolve))
                 algorithm.self_enhance(algorithm.Chain(
                     chain_recipe, rundir, roles,
-                    TrainerGroup(chain_recipe, storage_path=str(rundir.root / "ray_train"),
-                                 name="policy"), base=base, norm=norm),
+                    make_trainer(chain_recipe, storage_path=str(rundir.root / "ray_train"),
+                                 name="policy", roles=roles), base=base, norm=norm),
                     train_rows, on_step=on_step)
     finally:
         disconnect(handle)

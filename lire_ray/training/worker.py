@@ -361,14 +361,17 @@ class TrainingRun:
         return snapshot_policy(self.engine, rank=self.rank, lora_enabled=self.lora,
                                zero_stage=self.recipe.train.zero_stage)
 
-    def write(self, snapshot: PolicySnapshot, output_dir: str | Path) -> Path:
+    def write(self, snapshot: PolicySnapshot, output_dir: str | Path, *,
+              history: list[dict] | None = None, info: dict[str, Any] | None = None) -> Path:
         """Write a snapshot of this run's policy in Hugging Face format (rank 0; may run in a
-        background thread while training goes on)."""
+        background thread while training goes on, given the step's ``history`` and ``info``
+        taken when the snapshot was)."""
         module = self.engine.module.get_base_model() if self.lora else self.engine.module
         return write_policy(snapshot, module=module, output_dir=output_dir,
                             tokenizer=self.tokenizer, init_model=self.spec.init_model,
                             merge_on_save=self.recipe.model.lora.merge_on_save,
-                            history=self.step_history(), info=self.policy_info())
+                            history=self.step_history() if history is None else history,
+                            info=self.policy_info() if info is None else info)
 
     def run(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter) -> list[dict]:
         """Train the remaining epochs and save the policy at the end (one Evolve step per run).
