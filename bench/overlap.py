@@ -83,26 +83,26 @@ def wait_for_idle_ray(wait_s: float) -> None:
         time.sleep(10)
 
 
-def run_placement(placement: str, overrides: Sequence[str], *, timeout_s: float,
-                  keep: bool) -> dict:
-    """Run the self-enhancement job once under ``placement`` and summarize its stages.
+def run_self_enhance(label: str, overrides: Sequence[str], *, timeout_s: float,
+                     keep: bool) -> dict:
+    """Run ``jobs/self_enhance.py`` once, as a user would, on a fresh run directory.
 
     Args:
-        placement: ``split`` or ``colocate``.
-        overrides: Recipe overrides applied to both runs.
+        label: Names the run directory and the Ray namespace.
+        overrides: Recipe overrides.
         timeout_s: Kill the job after this many seconds.
         keep: Keep the run directory (its path is reported).
 
     Returns:
-        ``summarize_stages(...)`` plus ``wall_s`` and ``run_dir``, or ``{"error": ...}``.
+        ``{"stages": [evolve_step records], "wall_s", "run_dir"}``, or
+        ``{"error": ..., "wall_s"}``.
     """
-    run_dir = Path(tempfile.mkdtemp(prefix=f"lire-bench-overlap-{placement}-")) / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"lire-bench-{label}-")) / "run"
     # A job joins any Ray cluster already running here; its own namespace keeps its named
     # actors from clashing with another job's.
-    namespace = f"lire-bench-{placement}-{os.getpid()}"
+    namespace = f"lire-bench-{label}-{os.getpid()}"
     cmd = [sys.executable, str(ROOT / "jobs" / "self_enhance.py"), f"run.dir={run_dir}",
-           f"resources.placement={placement}", "data.eval=null", f"ray.namespace={namespace}",
-           *overrides]
+           f"ray.namespace={namespace}", *overrides]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -111,13 +111,28 @@ def run_placement(placement: str, overrides: Sequence[str], *, timeout_s: float,
         if proc.returncode != 0 or not stages:
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
             return {"error": f"exit {proc.returncode}: " + " | ".join(tail), "wall_s": wall}
-        return {**summarize_stages(stages), "wall_s": wall,
-                "run_dir": str(run_dir) if keep else None}
+        return {"stages": stages, "wall_s": wall, "run_dir": str(run_dir) if keep else None}
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": timeout_s}
     finally:
         if not keep:
             shutil.rmtree(run_dir.parent, ignore_errors=True)
+
+
+def run_placement(placement: str, overrides: Sequence[str], *, timeout_s: float,
+                  keep: bool) -> dict:
+    """Run the self-enhancement job once under ``placement`` and summarize its stages.
+
+    Returns:
+        ``summarize_stages(...)`` plus ``wall_s`` and ``run_dir``, or ``{"error": ...}``.
+    """
+    out = run_self_enhance(f"overlap-{placement}", [f"resources.placement={placement}",
+                                                     "data.eval=null", *overrides],
+                           timeout_s=timeout_s, keep=keep)
+    if "error" in out:
+        return out
+    return {**summarize_stages(out["stages"]), "wall_s": out["wall_s"],
+            "run_dir": out["run_dir"]}
 
 
 def run_overlap_bench(*, prompts: int = 32, steps: int = 1, epochs: int = 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from bench.common import machine_line, table
 from bench.loss_vs_k import loss_markdown
 from bench.overlap import overlap_markdown
+from bench.resident import resident_markdown
 from bench.sampler import sampler_markdown
 from bench.step import step_markdown
 
@@ -21,6 +22,8 @@ SECTIONS = {
     "loss": ("Loss cost vs K: LIRE vs Plackett-Luce", loss_markdown),
     "overlap": ("Overlap: streamed (split) vs sequential (colocate) self-enhancement",
                 overlap_markdown),
+    "resident": ("Resident trainer group vs one Ray Train run per Evolve step",
+                 resident_markdown),
 }
 
 

@@ -8,8 +8,10 @@ usual way of doing the same work, in one process on the same model, batch and se
 
 Sections: ``step`` (sequence log-probs + LIRE loss + backward vs a naive full-logits step),
 ``sampler`` (vLLM vs Hugging Face generate, tokens/s), ``loss`` (LIRE vs Plackett-Luce cost as
-K grows), ``overlap`` (self-enhancement with split vs colocate placement; runs the job twice,
-several minutes on a small CPU, so ``all`` leaves it out unless ``--with-overlap``).
+K grows), ``overlap`` (self-enhancement with split vs colocate placement) and ``resident``
+(a resident trainer group vs one Ray Train run per Evolve step): each runs the job twice,
+several minutes on a small CPU, so ``all`` leaves them out unless ``--with-overlap`` /
+``--with-resident``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ if str(ROOT) not in sys.path:
 from bench.common import fix_malloc_threshold, machine_info, write_json  # noqa: E402
 from lire_ray.errors import ConfigError, LireError  # noqa: E402
 
-SECTIONS = ("step", "sampler", "loss", "overlap")
+SECTIONS = ("step", "sampler", "loss", "overlap", "resident")
+#: Sections that run the self-enhancement job (minutes each): 'all' includes them on request.
+JOB_SECTIONS = {"overlap": "with_overlap", "resident": "with_resident"}
 
 
 def _ints(text: str) -> list[int]:
@@ -93,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overlap-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra recipe override for both runs (repeatable)")
     g.add_argument("--keep-runs", action="store_true")
+    g = p.add_argument_group("resident")
+    g.add_argument("--with-resident", action="store_true", help="include resident in 'all'")
+    g.add_argument("--resident-prompts", type=int, default=64)
+    g.add_argument("--resident-steps", type=int, default=3)
+    g.add_argument("--resident-epochs", type=int, default=2)
+    g.add_argument("--resident-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra recipe override for both runs (repeatable)")
     return p
 
 
@@ -179,7 +190,18 @@ def run_overlap(args) -> dict:
                              keep=args.keep_runs)
 
 
-RUNNERS = {"step": run_step, "sampler": run_sampler, "loss": run_loss, "overlap": run_overlap}
+def run_resident(args) -> dict:
+    """The ``resident`` section (two runs of ``jobs/self_enhance.py``)."""
+    from bench.resident import run_resident_bench
+
+    return run_resident_bench(prompts=args.resident_prompts, steps=args.resident_steps,
+                              epochs=args.resident_epochs, extra=args.resident_set,
+                              timeout_s=args.overlap_timeout, wait_s=args.overlap_wait,
+                              keep=args.keep_runs)
+
+
+RUNNERS = {"step": run_step, "sampler": run_sampler, "loss": run_loss, "overlap": run_overlap,
+           "resident": run_resident}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         fix_malloc_threshold()
     sections = [args.what] if args.what != "all" else \
-        [s for s in SECTIONS if s != "overlap" or args.with_overlap]
+        [s for s in SECTIONS if s not in JOB_SECTIONS or getattr(args, JOB_SECTIONS[s])]
     command = "python jobs/bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     doc = {"command": command, "machine": machine_info(args.device), "results": {}}
     for section in sections:

@@ -90,7 +90,7 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
     def kill_after_first_checkpoint():
         deadline = time.time() + 600
         while time.time() < deadline and not killed:
-            if list(storage.glob("*/checkpoint_*")):
+            if list(storage.glob("*/v1-epoch-*")):
                 # Ray titles worker processes "ray::<Class>...": find a live trainer worker.
                 for proc in psutil.process_iter(["cmdline"]):
                     if " ".join(proc.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
@@ -129,3 +129,60 @@ def _score_tiny_pool(policy: str, tmp_path):
     out = tmp_path / "scored"
     write_pool(scored, out)
     return out
+
+
+def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(cluster, policy,
+                                                                              tmp_path):
+    """Algorithm 1 with the resident trainer group: a trainer worker is killed right after the
+    first epoch of Evolve step 2; Ray Train restarts the group from that epoch's checkpoint,
+    the run completes, every pool holds each prompt once and every epoch of every step trained
+    on each prompt once."""
+    import json
+
+    import psutil
+
+    from lire_ray import algorithm
+    from lire_ray.inputs import load_prompt_rows
+    from lire_ray.rundir import RunDir
+    from lire_ray.runtime import RoleGroup, make_trainer
+
+    recipe = _recipe(tmp_path, "data.max_prompts=16", "evolve.steps=2", "train.epochs=3",
+                     "train.micro_batch_prompts=2", "resources.trainer.max_failures=2",
+                     "train.resident=true", "train.logger=none")
+    rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
+    rundir = RunDir(tmp_path / "run", resume=False)
+    rundir.create(recipe.to_yaml())
+    storage = rundir.root / "ray_train"
+    killed = []
+
+    def kill_mid_step_two():
+        deadline = time.time() + 900
+        while time.time() < deadline and not killed:
+            if list(storage.glob("*/v2-epoch-0001")):
+                for proc in psutil.process_iter(["cmdline"]):
+                    if " ".join(proc.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_mid_step_two, daemon=True)
+    thread.start()
+    with RoleGroup(recipe, namespace="faults-resident", policy=policy, rewards=True,
+                   state_dir=rundir.root) as roles:
+        trainer = make_trainer(recipe, storage_path=str(storage), name="policy", roles=roles)
+        algorithm.self_enhance(algorithm.Chain(recipe, rundir, roles, trainer, base=policy,
+                                               norm={}), rows)
+        served = ray.get(roles.samplers[0].ping.remote())["policy_version"]
+    thread.join(timeout=5)
+    assert killed, "no trainer worker was killed during Evolve step 2"
+    assert served == 2, "the samplers must serve the last policy"
+    assert rundir.load_state().completed == [1, 2]
+    for step in (1, 2):
+        pool = table_to_rows(read_pool(rundir.pool_dir(step)))
+        assert sorted(r.prompt_id for r in pool) == sorted(r.prompt_id for r in rows)
+        history = [json.loads(line) for line in (rundir.checkpoint_dir(step) /
+                                                 "train_history.jsonl").read_text().splitlines()]
+        for epoch in (1, 2, 3):
+            trained = sum(h["prompts"] for h in history if h["epoch"] == epoch)
+            assert trained == len(rows), (step, epoch, trained)

@@ -413,6 +413,7 @@ class TrainingRun:
         try:
             save_train_state(self.engine, directory, rank=self.rank, state=self.state,
                              cache=self.cache, exclude_frozen=self.lora)
-            report(epoch_record(self.state), directory, f"epoch-{self.state.epoch:04d}")
+            report(epoch_record(self.state), directory,
+                   f"v{self.state.version}-epoch-{self.state.epoch:04d}")
         finally:
             shutil.rmtree(directory, ignore_errors=True)
