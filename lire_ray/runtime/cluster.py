@@ -16,6 +16,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
 from lire_ray.errors import ActorFailure, ConfigError
@@ -55,7 +56,7 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return RayHandle(False, ctx.gcs_address, None)
-    kwargs = {"namespace": cfg.namespace, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True}
     if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
@@ -71,8 +72,8 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
             if address == "local":
                 raise ConnectionError("a new local cluster was asked for")
             info = ray.init(address="auto", **kwargs)
-            log.info("joined the running Ray cluster at %s", info.address_info.get("address"))
-            return RayHandle(False, info.address_info.get("address", "auto"),
+            log.info("joined the running Ray cluster at %s", _address_info(info).get("address"))
+            return RayHandle(False, _address_info(info).get("address", "auto"),
                              info.dashboard_url or None)
         except (ConnectionError, RuntimeError):
             pass
@@ -80,12 +81,17 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
                         dashboard_host=cfg.dashboard_host, **kwargs)
         # Helper processes Ray Train spawns look the cluster up by address; pin it so that
         # another Ray instance on the same machine is never picked by mistake.
-        os.environ["RAY_ADDRESS"] = info.address_info["address"]
+        os.environ["RAY_ADDRESS"] = _address_info(info)["address"]
         log.info("started a local Ray cluster (dashboard: %s)", info.dashboard_url or "off")
-        return RayHandle(True, info.address_info.get("address", "local"),
+        return RayHandle(True, _address_info(info).get("address", "local"),
                          info.dashboard_url or None)
     info = ray.init(address=address, **kwargs)
     return RayHandle(False, address, info.dashboard_url or None)
+
+
+def _address_info(info: Any) -> dict:
+    """``ray.init``'s ``address_info`` (its context type does not declare it)."""
+    return dict(getattr(info, "address_info", {}) or {})
 
 
 def namespace_for(base: str, *parts: object) -> str:

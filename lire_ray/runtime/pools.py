@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.pool import PoolRow, rows_to_table
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 TIMING_DIR = ".timing"
 #: Resources of the stream's own tasks: they only move rows between the role actors, which do
 #: the work, so they must not wait for a CPU that a resident trainer worker holds.
-LIGHT = {"num_cpus": 0.01}
+LIGHT_CPUS = 0.01
 
 
 class PoolBuilder:
@@ -70,19 +71,20 @@ class PoolBuilder:
             log.info("%d of %d prompts already built in %s; building the other %d",
                      len(rows) - len(todo), len(rows), parts_dir, len(todo))
         built = [ray.data.read_parquet([str(p) for p in trusted_parts(parts_dir)],
-                                       partitioning=None, **LIGHT)] if done else []
+                                       partitioning=None, num_cpus=LIGHT_CPUS)] if done else []
         if not todo:
             return built[0]
         bs = self.recipe.sampler.batch_size
         table = rows_to_table(todo)
         # One block per sampler batch, so the stages run batches in parallel (no repartition
         # task, which would wait for a whole CPU while the trainer holds its own).
-        ds = ray.data.from_arrow([table.slice(i, bs) for i in range(0, table.num_rows, bs)])
-        common = {"batch_format": "pyarrow", "batch_size": bs, **LIGHT}
+        ds: Any = ray.data.from_arrow([table.slice(i, bs) for i in range(0, table.num_rows, bs)])
+        common: dict[str, Any] = {"batch_format": "pyarrow", "batch_size": bs,
+                                  "num_cpus": LIGHT_CPUS}
         ns, timing = self.roles.namespace, str(parts_dir / TIMING_DIR)
         if self.sample:
             s = self.recipe.sampler
-            rso = (RSOSpec(tuple(self.roles.names("reward")), self.recipe.train_reward_name,
+            rso = (RSOSpec(tuple(self.roles.names("reward")), self.recipe.train_reward_name or "",
                            s.rso.num_samples, s.rso.beta, s.seed)
                    if s.rso.enabled else None)
             ds = ds.map_batches(SampleStage, fn_constructor_args=(self.roles.names("sampler"), ns),

@@ -146,7 +146,7 @@ def resident_loop(config: dict[str, Any]) -> None:
     queues: dict = {}
     try:
         while True:
-            cmd = ray.get(coord.next_command.remote(run.rank))
+            cmd: Any = ray.get(coord.next_command.remote(run.rank))
             if cmd is None:
                 time.sleep(POLL_S)
                 continue
@@ -199,7 +199,7 @@ class ResidentTrainerGroup:
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe, self.storage_path, self.name, self.roles = recipe, storage_path, name, roles
         self.world = recipe.resources.trainer.num_workers
-        self._coord = None
+        self._coord: Any = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._checkpointed: set[int] = set()
@@ -240,7 +240,9 @@ class ResidentTrainerGroup:
         if self._error is not None:
             from lire_ray.runtime.trainer import failure_message
 
-            raise ActorFailure("trainer", failure_message(self._error)) from self._error
+            error = self._error
+            message = failure_message(error) if isinstance(error, Exception) else repr(error)
+            raise ActorFailure("trainer", message) from error
         if self._thread is not None and not self._thread.is_alive():
             raise ActorFailure("trainer", "the resident training run ended unexpectedly")
 
