@@ -36,6 +36,7 @@ from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.training.data import deal
 from lire_ray.training.engine import rows_per_worker
+from lire_ray.training.loggers import ForwardingSink
 from lire_ray.training.result import PolicyInit, TrainResult
 from lire_ray.training.worker import TrainingRun, WorkerSpec
 
@@ -141,7 +142,9 @@ def resident_loop(config: dict[str, Any]) -> None:
     coord = ray.get_actor(config["coordinator"], namespace=config["namespace"])
     run, _ = worker_context(spec)
     train = run.recipe.train
-    sink = run.open_sink()
+    # Per-step metrics go to the driver's experiment (one per run), live.
+    sink = (ForwardingSink(lambda record, step, prefix: coord.log.remote(record, step, prefix))
+            if run.rank == 0 and train.logger != "none" else None)
     writer = _Writer(run, coord) if run.rank == 0 else None
     queues: dict = {}
     try:
@@ -173,8 +176,6 @@ def resident_loop(config: dict[str, Any]) -> None:
     finally:
         if writer is not None:
             writer.wait()
-        if sink is not None:
-            sink.close()
 
 
 class ResidentTrainerGroup:
@@ -187,6 +188,8 @@ class ResidentTrainerGroup:
         storage_path: Absolute directory of the Ray Train run (checkpoints, state).
         name: The Ray Train run's name.
         roles: The role group whose samplers receive the weights.
+        sink: The run's experiment (:class:`~lire_ray.training.loggers.MetricSink`): the
+            workers' per-step metrics are logged there as they arrive; None drops them.
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -194,7 +197,7 @@ class ResidentTrainerGroup:
 
     serves_weights = True
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, roles):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, roles, sink=None):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe, self.storage_path, self.name, self.roles = recipe, storage_path, name, roles
@@ -202,7 +205,7 @@ class ResidentTrainerGroup:
         self._coord: Any = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._checkpointed: set[int] = set()
+        self.sink = sink
 
     def _start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
         import ray
@@ -211,6 +214,7 @@ class ResidentTrainerGroup:
         from lire_ray.runtime.trainer import check_before_start, torch_trainer
 
         check_before_start(self.recipe, num_prompts)
+        self._forget_later_steps(version)
         ns = self.roles.namespace
         coord_name = f"{self.name}-coordinator"
         self._coord = ray.remote(TrainerCoordinator).options(
@@ -235,6 +239,30 @@ class ResidentTrainerGroup:
 
         self._thread = threading.Thread(target=fit, name="resident-trainer", daemon=True)
         self._thread.start()
+
+    def _drain_metrics(self) -> None:
+        import ray
+
+        for record, step, prefix in ray.get(self._coord.drain.remote()):
+            if self.sink is not None:
+                self.sink.log(record, step, prefix)
+
+    def _forget_later_steps(self, version: int) -> None:
+        """A run resumed at step ``version`` continues the Ray Train run left by the crash (its
+        latest epoch checkpoint), unless that run had already moved past ``version`` (a crash
+        while step ``version - 1``'s policy checkpoint was still being written): then it starts
+        over from the policy checkpoint the run resumes from."""
+        import re
+        import shutil
+
+        run = Path(self.storage_path) / self.name
+        reached = [int(m.group(1)) for d in run.glob("v*-epoch-*")
+                   if (m := re.match(r"v(\d+)-epoch-", d.name))]
+        if reached and max(reached) > version:
+            log.warning("the interrupted training run had reached Evolve step %d, past step %d "
+                        "whose checkpoint is the last complete one: training starts again from "
+                        "that checkpoint", max(reached), version - 1)
+            shutil.rmtree(run, ignore_errors=True)
 
     def _check_alive(self) -> None:
         if self._error is not None:
@@ -284,7 +312,9 @@ class ResidentTrainerGroup:
             self._coord.put.remote(policy_version, rank, [END])
         while len(done := ray.get(self._coord.status.remote(policy_version))) < self.world:
             self._check_alive()
+            self._drain_metrics()
             time.sleep(POLL_S * 4)
+        self._drain_metrics()
         self._coord.release.remote(policy_version)
         info = done[0]
         history = info.get("history", [])
@@ -317,11 +347,13 @@ class ResidentTrainerGroup:
             self._coord = None
 
 
-def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None):
+def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None, sink=None):
     """The trainer group the recipe asks for: resident (``train.resident``, with ``roles`` whose
-    samplers receive new weights from memory) or one Ray Train run per Evolve step."""
+    samplers receive new weights from memory, logging to the run's experiment ``sink``) or one
+    Ray Train run per Evolve step (whose rank 0 keeps its own logger)."""
     from lire_ray.runtime.trainer import TrainerGroup
 
     if recipe.train.resident and roles is not None:
-        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles)
+        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles,
+                                    sink=sink)
     return TrainerGroup(recipe, storage_path=storage_path, name=name)
