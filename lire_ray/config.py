@@ -289,6 +289,9 @@ class RunConfig(_Strict):
     resume: bool = False
     cache_dir: str = Field(".cache/lire-ray", description="Built tiny models are cached here.")
     seed: int = 0
+    verbose: bool = Field(False, description="Show the INFO logs of vLLM, Ray Data, Ray Train, "
+                          "DeepSpeed and transformers (hidden by default; --debug shows them "
+                          "too).")
 
 
 class Recipe(_Strict):

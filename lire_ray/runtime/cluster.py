@@ -23,6 +23,11 @@ from lire_ray.errors import ActorFailure, ConfigError
 
 log = logging.getLogger(__name__)
 
+#: Environment of the actors and workers when third-party INFO logs are hidden (the default).
+QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+             "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+
 #: Environment variables the driver forwards to every actor and trainer worker (when set).
 FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
                  "TRANSFORMERS_OFFLINE", "WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR",
@@ -56,13 +61,23 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return RayHandle(False, ctx.gcs_address, None)
+    import ray.data
+
+    verbose = os.environ.get("LIRE_VERBOSE") == "1"
     kwargs: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True}
+    if not verbose:
+        kwargs["logging_config"] = ray.LoggingConfig(log_level="WARNING")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
     if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
         root = str(Path(__file__).resolve().parents[2])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        if not verbose:
+            env.update(QUIET_ENV)
         runtime_env = {"env_vars": env}
     if runtime_env:
         kwargs["runtime_env"] = runtime_env

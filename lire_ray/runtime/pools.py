@@ -14,7 +14,6 @@ trainer delivers those rows first, then the new ones.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from lire_ray.config import Recipe
 from lire_ray.pool import PoolRow, rows_to_table
 from lire_ray.pool.parts import finalize_parts, persisted_ids, trusted_parts
+from lire_ray.progress import Progress
 from lire_ray.runtime.roles import RoleGroup
 from lire_ray.runtime.stages import PartStage, RowStage, RSOSpec, SampleStage
 
@@ -116,15 +116,12 @@ class PoolBuilder:
             what: The progress lines' verb.
             stop: Polled between batches; True stops early (a batch in flight completes).
         """
-        total, done, t0 = len(rows), 0, time.time()
+        progress = Progress(what, len(rows), "prompts")
         for batch in self.stream(rows, parts_dir=parts_dir, evolve_step=evolve_step) \
                 .iter_batches(batch_size=None, batch_format="pyarrow"):
             if stop is not None and stop():
                 return
-            done += batch.num_rows
-            rate = done / max(time.time() - t0, 1e-9)
-            log.info("%s %d/%d prompts (%.1f prompts/s, ETA %.0f s)", what, done, total, rate,
-                     (total - done) / rate if rate else float("nan"))
+            progress.update(batch.num_rows)
 
     @staticmethod
     def finalize(rows: Sequence[PoolRow], *, parts_dir: str | Path, out_dir: str | Path,

@@ -34,8 +34,9 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.progress import Progress
 from lire_ray.training.data import deal
-from lire_ray.training.engine import rows_per_worker
+from lire_ray.training.engine import rows_per_worker, steps_per_epoch
 from lire_ray.training.loggers import ForwardingSink
 from lire_ray.training.result import PolicyInit, TrainResult
 from lire_ray.training.worker import TrainingRun, WorkerSpec
@@ -142,9 +143,9 @@ def resident_loop(config: dict[str, Any]) -> None:
     coord = ray.get_actor(config["coordinator"], namespace=config["namespace"])
     run, _ = worker_context(spec)
     train = run.recipe.train
-    # Per-step metrics go to the driver's experiment (one per run), live.
+    # Per-step metrics go to the driver (its progress line and the run's experiment), live.
     sink = (ForwardingSink(lambda record, step, prefix: coord.log.remote(record, step, prefix))
-            if run.rank == 0 and train.logger != "none" else None)
+            if run.rank == 0 else None)
     writer = _Writer(run, coord) if run.rank == 0 else None
     queues: dict = {}
     try:
@@ -240,10 +241,11 @@ class ResidentTrainerGroup:
         self._thread = threading.Thread(target=fit, name="resident-trainer", daemon=True)
         self._thread.start()
 
-    def _drain_metrics(self) -> None:
+    def _drain_metrics(self, progress: Progress) -> None:
         import ray
 
         for record, step, prefix in ray.get(self._coord.drain.remote()):
+            progress.update()
             if self.sink is not None:
                 self.sink.log(record, step, prefix)
 
@@ -303,6 +305,10 @@ class ResidentTrainerGroup:
             "output_dir": str(Path(output_dir).absolute()), "checkpoint": write,
             "samplers": self.roles.names("sampler")}, self.world))
         rows = rows_per_worker(num_prompts, self.world)
+        t = self.recipe.train
+        progress = Progress(f"Evolve step {policy_version}: training", (epochs or t.epochs)
+                            * steps_per_epoch(num_prompts, self.world, t.micro_batch_prompts,
+                                              t.grad_accum), "optimizer steps")
         for rank, table in deal(dataset.iter_batches(batch_size=None, batch_format="pyarrow"),
                                 world_size=self.world, rows_per_worker=rows,
                                 micro_batch_prompts=self.recipe.train.micro_batch_prompts):
@@ -312,9 +318,9 @@ class ResidentTrainerGroup:
             self._coord.put.remote(policy_version, rank, [END])
         while len(done := ray.get(self._coord.status.remote(policy_version))) < self.world:
             self._check_alive()
-            self._drain_metrics()
+            self._drain_metrics(progress)
             time.sleep(POLL_S * 4)
-        self._drain_metrics()
+        self._drain_metrics(progress)
         self._coord.release.remote(policy_version)
         info = done[0]
         history = info.get("history", [])
