@@ -21,12 +21,19 @@ from lire_ray.demo import reviews
 
 log = logging.getLogger(__name__)
 
-BUILD = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
-         "sft_examples": 2560, "sft_epochs": 1, "sft_lr": 4e-3, "sft_batch": 32, "version": 1}
+BUILD = {"vocab_size": 1024, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
+         "sft_examples": 9600, "sft_epochs": 2, "sft_lr": 4e-3, "sft_batch": 32, "version": 2}
 
 
 def _key() -> str:
-    return hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode()).hexdigest()[:10]
+    """Hash of the build settings and of the generated text itself, so that editing the review
+    grammar (not only ``BUILD``) rebuilds the policy instead of reusing a stale one."""
+    h = hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode())
+    for line in reviews.tokenizer_corpus():
+        h.update(line.encode())
+    for prompt, response in reviews.sft_corpus(BUILD["sft_examples"], seed=BUILD["seed"]):
+        h.update(f"{prompt}\x00{response}\x00".encode())
+    return h.hexdigest()[:10]
 
 
 def ensure_tiny_policy(cache_dir: str | Path) -> Path:
