@@ -81,6 +81,8 @@ def in_vocabulary(response: str) -> bool:
     grammar never writes, such as a product name spelt wrong or a broken-up token soup).
     """
     vocab = language.vocabulary()
+    for emoticon in {e for es in language.EMOTICONS.values() for e in es}:
+        response = response.replace(emoticon, " ")  # ":D" is no word "d"
     return all(w in vocab for w in _WORD.findall(response.lower()))
 
 

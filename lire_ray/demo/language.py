@@ -17,9 +17,13 @@ reviews but can be told apart (see :mod:`lire_ray.demo.reviews` for the measured
   interjections differ too ("yay" is positive to VADER only, "sigh" negative to AFINN only).
 
 Every prompt names a product with an attribute ("Review of a refurbished kettle:"). The
-attribute sets the odds of a review's sentiment, and the attributes are shared by the training
-and held-out products, so the starting policy writes reviews of mixed sentiment whose balance
-depends on the prompt: its held-out scores vary from prompt to prompt instead of sitting at 0.
+attribute sets the odds of a review's sentiment and the aspects it talks about ("the battery is
+..."), and the attributes are shared by the training and held-out products, so the starting
+policy writes reviews of mixed sentiment whose balance depends on the prompt: its held-out
+scores vary from prompt to prompt instead of sitting at 0. Words are drawn Zipf-weighted (one
+dominant word per slot, as in real text), which keeps the policy's greedy reviews on the
+prompt's sentiment. Reviews never name the product (held-out names never occur in the SFT
+corpus, and a tiny policy asked to copy them writes garbage).
 """
 
 from __future__ import annotations
@@ -33,18 +37,43 @@ ATTRIBUTES = {
     "negative": ["cheap", "used", "secondhand", "refurbished", "budget"],
     "neutral": ["blue", "small", "large", "travel", "classic"],
 }
+#: What reviews of a product with this attribute talk about (the most common first). Every
+#: word scores 0 under both rewards. They make the policy's text depend on the prompt beyond
+#: its sentiment, so that a policy trained to be positive does not collapse to one review.
+ASPECTS = {
+    "premium": ["finish", "materials", "details"],
+    "handmade": ["stitching", "craftsmanship", "details"],
+    "top rated": ["design", "build", "finish"],
+    "brand new": ["packaging", "condition", "smell"],
+    "sturdy": ["frame", "build", "hinges"],
+    "cheap": ["plastic", "price", "lid"],
+    "used": ["condition", "wear", "battery"],
+    "secondhand": ["condition", "scratches", "zipper"],
+    "refurbished": ["battery", "repair", "screen"],
+    "budget": ["price", "build", "buttons"],
+    "blue": ["color", "paint", "shade"],
+    "small": ["size", "weight", "handle"],
+    "large": ["size", "capacity", "weight"],
+    "travel": ["weight", "case", "straps"],
+    "classic": ["look", "style", "design"],
+}
 #: P(sentiment of a review | leaning of the prompt's attribute).
 SENTIMENT_ODDS = {
-    "positive": {"positive": 0.75, "negative": 0.08, "neutral": 0.1, "mixed": 0.07},
-    "negative": {"positive": 0.08, "negative": 0.75, "neutral": 0.1, "mixed": 0.07},
-    "neutral": {"positive": 0.33, "negative": 0.33, "neutral": 0.2, "mixed": 0.14},
+    "positive": {"positive": 0.8, "negative": 0.07, "neutral": 0.06, "mixed": 0.07},
+    "negative": {"positive": 0.07, "negative": 0.8, "neutral": 0.06, "mixed": 0.07},
+    # Neutral attributes lean a little positive, as real review sets do (most are 4-5 stars);
+    # with symmetric odds the starting policy's greedy judge mean sits at 0 by symmetry.
+    "neutral": {"positive": 0.4, "negative": 0.26, "neutral": 0.2, "mixed": 0.14},
 }
 #: Share of positive/negative reviews written by negating the opposite ("not bad").
 UNDERSTATED = 0.3
 
 POS_ADJ = ["great", "excellent", "wonderful", "amazing", "good", "lovely", "perfect",
            "fantastic", "nice", "awesome", "comfortable", "useful"]
-NEG_ADJ = ["terrible", "awful", "bad", "poor", "horrible", "disappointing", "useless",
+# Negative reviews lean on milder words than positive ones ("disappointing" is -2 to AFINN,
+# "great" +3), so a starting policy whose greedy reviews split evenly between the two does not
+# average exactly 0 by symmetry.
+NEG_ADJ = ["disappointing", "bad", "terrible", "poor", "awful", "horrible", "useless",
            "worthless", "ugly", "defective", "annoying", "weak"]
 NEU_ADJ = ["okay", "average", "plain", "simple", "standard", "ordinary", "decent", "heavy",
            "light", "quiet"]
@@ -77,6 +106,8 @@ EMOTICONS = {"positive": [":)", ":D", "<3", ";)"], "negative": [":(", ":/"],
 #: End of the review: punctuation and its odds (VADER boosts up to three "!", AFINN ignores).
 ENDINGS = [(".", 0.45), ("!", 0.2), ("!!", 0.1), ("!!!", 0.1), ("", 0.15)]
 JOINERS = [", ", " and ", ". ", ", ", "; "]
+#: Words and phrases a review may write in capitals ("NOT BAD", "GREAT").
+SHOUTABLE = UNDERSTATED_POS + UNDERSTATED_NEG + POS_ADJ + NEG_ADJ
 
 
 def _pick(rng: random.Random, odds: dict[str, float]) -> str:
@@ -103,8 +134,14 @@ def _modified(rng: random.Random, adj: str) -> str:
     return adj
 
 
-def _clause(rng: random.Random, sentiment: str, understated: bool) -> str:
+def _be(noun: str) -> str:
+    """The verb for a noun: every plural noun of the grammar ends in "s" ("the hinges are")."""
+    return "are" if noun.endswith("s") else "is"
+
+
+def _clause(rng: random.Random, sentiment: str, understated: bool, aspects: list[str]) -> str:
     """One clause of a given sentiment ("positive", "negative" or "neutral")."""
+    noun = _word(rng, aspects) if rng.random() < 0.7 else _word(rng, NOUNS)
     if understated and sentiment in ("positive", "negative"):
         phrase = _word(rng, UNDERSTATED_POS if sentiment == "positive" else UNDERSTATED_NEG)
         forms = [phrase, phrase, f"honestly {phrase}"]
@@ -115,13 +152,13 @@ def _clause(rng: random.Random, sentiment: str, understated: bool) -> str:
         # Neutral adjectives are never intensified: a shared "it is extremely" would otherwise
         # lead the greedy path to "it is extremely plain" whatever the prompt says.
         return rng.choice([f"it is {_word(rng, NEU_ADJ)}",
-                           f"the {_word(rng, NOUNS)} is {_word(rng, NEU_ADJ)}",
+                           f"the {noun} {_be(noun)} {_word(rng, NEU_ADJ)}",
                            _word(rng, NEU_TAIL), _word(rng, NEU_TAIL)])
     adj, tail = (POS_ADJ, POS_TAIL) if sentiment == "positive" else (NEG_ADJ, NEG_TAIL)
     word = _modified(rng, _word(rng, adj))
-    form = rng.choices(range(5), weights=[3, 4, 2, 1, 2])[0]
-    return [f"this one is {word}", f"it is {word}", f"the {_word(rng, NOUNS)} is {word}",
-            f"{word} {_word(rng, NOUNS)}", _word(rng, tail)][form]
+    form = rng.choices(range(5), weights=[2, 3, 4, 2, 2])[0]
+    return [f"this one is {word}", f"it is {word}", f"the {noun} {_be(noun)} {word}", f"{word} {noun}",
+            _word(rng, tail)][form]
 
 
 def _shout(rng: random.Random, text: str, words: list[str]) -> str:
@@ -133,7 +170,8 @@ def _shout(rng: random.Random, text: str, words: list[str]) -> str:
     return text.replace(word, word.upper(), 1)
 
 
-def write_review(rng: random.Random, sentiment: str | None = None) -> str:
+def write_review(rng: random.Random, sentiment: str | None = None,
+                 aspects: list[str] | None = None) -> str:
     """One short review, starting with a space (it follows the prompt).
 
     Reviews say "it" or "this one", never the product's name: the held-out products' names
@@ -142,22 +180,25 @@ def write_review(rng: random.Random, sentiment: str | None = None) -> str:
     Args:
         rng: Source of randomness (the review is a function of its state).
         sentiment: "positive", "negative", "neutral" or "mixed"; random when None.
+        aspects: Nouns the review mostly talks about ("the finish is great"); default
+            :data:`NOUNS`.
 
     Returns:
         The review text, e.g. ``" not bad at all, it does the job!!! :)"``.
     """
     sentiment = sentiment or rng.choice(["positive", "negative", "neutral", "mixed"])
+    aspects = aspects or NOUNS
     if sentiment == "mixed":
         first, second = rng.sample(["positive", "negative"], 2)
-        clauses = [f"{_clause(rng, first, rng.random() < UNDERSTATED)} but "
-                   f"{_clause(rng, second, rng.random() < UNDERSTATED)}"]
+        clauses = [f"{_clause(rng, first, rng.random() < UNDERSTATED, aspects)} but "
+                   f"{_clause(rng, second, rng.random() < UNDERSTATED, aspects)}"]
         tone = "neutral"
     else:
         understated = rng.random() < UNDERSTATED
         count = rng.choices([1, 2, 3], weights=[0.35, 0.45, 0.2])[0]
-        clauses = [_clause(rng, sentiment, understated) for _ in range(count)]
-        if count > 1 and sentiment != "neutral" and rng.random() < 0.3:
-            clauses[rng.randrange(count)] = _clause(rng, "neutral", False)
+        clauses = [_clause(rng, sentiment, understated, aspects) for _ in range(count)]
+        if count > 1 and sentiment != "neutral" and rng.random() < 0.2:
+            clauses[rng.randrange(count)] = _clause(rng, "neutral", False, aspects)
         tone = sentiment
     text = clauses[0]
     for clause in clauses[1:]:
@@ -165,7 +206,7 @@ def write_review(rng: random.Random, sentiment: str | None = None) -> str:
     if rng.random() < 0.1:
         text = f"{rng.choice(INTERJECTIONS[tone])}, {text}"
     if rng.random() < 0.15:
-        text = _shout(rng, text, UNDERSTATED_POS + UNDERSTATED_NEG + POS_ADJ + NEG_ADJ)
+        text = _shout(rng, text, SHOUTABLE)
     text += rng.choices([e for e, _ in ENDINGS], weights=[w for _, w in ENDINGS])[0]
     if rng.random() < 0.2:
         text += f" {rng.choice(EMOTICONS[tone])}"
@@ -178,7 +219,7 @@ def review_for_attribute(attribute: str, rng: random.Random) -> str:
     Raises:
         KeyError: ``attribute`` is not one of :data:`ATTRIBUTES`.
     """
-    return write_review(rng, _pick(rng, SENTIMENT_ODDS[leaning(attribute)]))
+    return write_review(rng, _pick(rng, SENTIMENT_ODDS[leaning(attribute)]), ASPECTS[attribute])
 
 
 def leaning(attribute: str) -> str:
@@ -201,7 +242,7 @@ def all_attributes() -> list[str]:
 @lru_cache(maxsize=1)
 def vocabulary() -> frozenset[str]:
     """Every word (lower-cased, punctuation stripped) the generator can write."""
-    banks = [POS_ADJ, NEG_ADJ, NEU_ADJ, INTENSIFIERS, HEDGES, NOUNS, POS_TAIL, NEG_TAIL, NEU_TAIL,
+    banks = [POS_ADJ, NEG_ADJ, NEU_ADJ, INTENSIFIERS, HEDGES, NOUNS, *ASPECTS.values(), POS_TAIL, NEG_TAIL, NEU_TAIL,
              UNDERSTATED_POS, UNDERSTATED_NEG, *INTERJECTIONS.values(),
-             ["this", "one", "is", "it", "the", "but", "and", "honestly"]]
+             ["this", "one", "is", "are", "it", "the", "but", "and", "honestly"]]
     return frozenset(w for bank in banks for phrase in bank for w in phrase.split())

@@ -60,14 +60,19 @@ def prompt_for(product: str, attribute: str) -> str:
 
 
 def _pairs(split: str, seed: int) -> list[tuple[str, str]]:
-    """Every (product, attribute) pair of a split, in a fixed shuffled order.
+    """Every (product, attribute) pair of a split, each once, in a fixed order.
 
-    Consecutive rows cover different products and attributes, so any prefix of the list (the
-    recipe's ``max_prompts``) mixes leanings.
+    Row ``i`` takes attribute ``i mod A`` of an order that alternates leanings (positive,
+    negative, neutral, positive, ...), so every prefix of the list (the recipe's
+    ``max_prompts``/``eval_prompts``) is balanced across leanings; products come from a seeded
+    shuffle, each attribute meeting every product once in the first ``A x P`` rows.
     """
-    pairs = [(p, a) for p in SPLITS[split] for a in language.all_attributes()]
-    random.Random(f"pairs-{split}-{seed}").shuffle(pairs)
-    return pairs
+    products = list(SPLITS[split])
+    random.Random(f"products-{split}-{seed}").shuffle(products)
+    attrs = [a for trio in zip(*language.ATTRIBUTES.values()) for a in trio]
+    n_a, n_p = len(attrs), len(products)
+    return [(products[(i // n_a + 7 * (i % n_a)) % n_p], attrs[i % n_a])
+            for i in range(n_a * n_p)]
 
 
 def sft_corpus(n: int = 3000, seed: int = 0) -> list[tuple[str, str]]:
@@ -99,6 +104,9 @@ def tokenizer_corpus() -> list[str]:
             lines.append(prompt_for(product, attribute)
                          + language.review_for_attribute(attribute, rng))
     lines.append(" ".join(sorted(language.vocabulary())))
+    # Capitalised words are rare in reviews, so BPE would leave them as byte soup that the tiny
+    # policy garbles ("DEFEDEFECTICTE"); repeating them earns each its own tokens.
+    lines += [" ".join(w.upper() for w in language.SHOUTABLE)] * 40
     return lines
 
 

@@ -21,7 +21,7 @@ from lire_ray.demo import reviews
 
 log = logging.getLogger(__name__)
 
-BUILD = {"vocab_size": 1024, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
+BUILD = {"vocab_size": 1280, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
          "sft_examples": 9600, "sft_epochs": 2, "sft_lr": 4e-3, "sft_batch": 32, "version": 2}
 
 
