@@ -14,6 +14,7 @@ and prints a short report:
 
     python -m lire_ray.demo.agreement --cache-dir .cache/lire-ray      # the starting policy
     python -m lire_ray.demo.agreement --run-dir runs/tiny              # before/after of a run
+    python -m lire_ray.demo.agreement --run-dir runs/tiny --sample     # ... and sampled at T=1
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from lire_ray.demo import language, reviews
 
 _WORD = re.compile(r"[a-z']+")
+#: A "high" VADER compound score (an honest "it is great." scores 0.62).
+HIGH = 0.5
 
 
 def _sign(x: float) -> int:
@@ -54,7 +57,9 @@ def agreement(train: Sequence[float], judge: Sequence[float]) -> dict:
         ``n``; ``pearson`` (NaN if a side is constant); ``sign_disagreement``: share of
         responses the two score with opposite signs; ``train_pos_judge_neg`` and
         ``train_neg_judge_pos``: the two directions of that; ``judge_zero_train_pos``: share the
-        judge scores 0 while the training reward is positive (emphasis or emoticons only).
+        judge scores 0 while the training reward is positive (emphasis or emoticons only);
+        ``train_high_judge_nonpos``: share with a high training reward (>= :data:`HIGH`) that
+        the judge scores 0 or below (the outputs a VADER-hacking policy would write).
 
     Raises:
         ValueError: The lists differ in length or are empty.
@@ -71,6 +76,7 @@ def agreement(train: Sequence[float], judge: Sequence[float]) -> dict:
         "train_pos_judge_neg": sum(t > 0 > j for t, j in pairs) / n,
         "train_neg_judge_pos": sum(t < 0 < j for t, j in pairs) / n,
         "judge_zero_train_pos": sum(t > 0 and j == 0 for t, j in pairs) / n,
+        "train_high_judge_nonpos": sum(t >= HIGH and j <= 0 for t, j in pairs) / n,
     }
 
 
@@ -185,6 +191,28 @@ def run_agreement(run_dir: str | Path) -> dict:
     return out
 
 
+def run_policies(run_dir: str | Path) -> tuple[str, str | None]:
+    """The starting policy and the last complete full-model checkpoint of a run.
+
+    Returns:
+        ``(base, last)``; ``last`` is None when no full-model checkpoint is complete yet (an
+        adapter-only checkpoint is not a model directory of its own).
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    base = cfg["model"]["policy"]
+    if base == "tiny":
+        from lire_ray.demo.tiny_policy import ensure_tiny_policy
+
+        base = str(ensure_tiny_policy(cfg["run"]["cache_dir"]))
+    done = [d for d in (run_dir / "checkpoints").glob("e*")
+            if (d / "COMPLETE").is_file() and (d / "config.json").is_file()]
+    last = max(done, key=lambda d: int(d.name[1:]), default=None)
+    return base, (str(last) if last else None)
+
+
 def format_summary(title: str, s: dict, examples: int = 6) -> str:
     """A few lines of text for one :func:`summarize` result."""
     lines = [
@@ -192,7 +220,8 @@ def format_summary(title: str, s: dict, examples: int = 6) -> str:
         f"AFINN {s['afinn_mean']:+.2f} (sd {s['afinn_std']:.2f})",
         f"  pearson {s['pearson']:+.3f}  sign disagreement {s['sign_disagreement']:.1%} "
         f"(VADER+/AFINN- {s['train_pos_judge_neg']:.1%}, VADER-/AFINN+ "
-        f"{s['train_neg_judge_pos']:.1%}); AFINN 0 while VADER+ {s['judge_zero_train_pos']:.1%}",
+        f"{s['train_neg_judge_pos']:.1%}); AFINN 0 while VADER+ {s['judge_zero_train_pos']:.1%}; "
+        f"VADER>={HIGH} with AFINN<=0 {s['train_high_judge_nonpos']:.1%}",
         f"  distinct {s['distinct']:.1%}  out of vocabulary {s['out_of_vocabulary']:.1%}  "
         f"most common ({s['top_share']:.1%}): {s['top']!r}",
     ]
@@ -205,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``--run-dir`` summarises a run; otherwise the (built) starting policy."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run-dir", help="a main-job run directory (eval_before/after.json)")
+    ap.add_argument("--sample", action="store_true", help="with --run-dir: also sample the "
+                    "starting policy and the last checkpoint at --temperature")
     ap.add_argument("--policy", help="a HF model directory; default: the built tiny policy")
     ap.add_argument("--cache-dir", default=".cache/lire-ray", help="where the tiny policy is")
     ap.add_argument("--prompts", type=int, default=32)
@@ -220,6 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for b, a in list(zip(res["before"]["examples"], res["after"]["examples"]))[:12]:
             print(f"  {b['prompt']}\n    {b['vader']:+.2f} {b['afinn']:+3.0f} {b['response']!r}"
                   f"\n    {a['vader']:+.2f} {a['afinn']:+3.0f} {a['response']!r}")
+        if not args.sample:
+            return 0
+        # Greedy decoding hides what sampling still writes: sample both ends of the run.
+        base, last = run_policies(args.run_dir)
+        for name, policy in (("starting policy", base), ("last checkpoint", last)):
+            if policy is None:
+                print(f"{name}: no full-model checkpoint to sample")
+                continue
+            sampled = policy_agreement(policy, prompts=args.prompts, samples=args.samples,
+                                       temperature=args.temperature,
+                                       max_new_tokens=args.max_new_tokens)["sampled"]
+            print(format_summary(f"{name}, held-out, T={args.temperature}", sampled,
+                                 examples=8))
         return 0
     if args.policy:
         policy = args.policy
@@ -229,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = ensure_tiny_policy(args.cache_dir)
     res = policy_agreement(policy, prompts=args.prompts, samples=args.samples,
                            temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    print(format_summary("starting policy, held-out, greedy", res["greedy"]))
-    print(format_summary(f"starting policy, held-out, T={args.temperature}", res["sampled"],
+    print(format_summary(f"{policy}, held-out, greedy", res["greedy"]))
+    print(format_summary(f"{policy}, held-out, T={args.temperature}", res["sampled"],
                          examples=12))
     return 0
 
