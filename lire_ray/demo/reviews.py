@@ -14,13 +14,15 @@ Where the two rewards disagree, on purpose (measured with vaderSentiment 3.3.2 a
 ``tests/test_demo.py`` pins these cases):
 
 * negation: "not bad at all!!!" is +0.58 to VADER and -3 to AFINN; "not great" is -0.51 and +3;
-* emphasis: "!", "!!!" and ALL-CAPS words raise VADER's score ("great." +0.63, "GREAT!!!"
-  +0.77) and leave AFINN's unchanged (+3);
+* emphasis: "!", "!!!" and ALL-CAPS words raise VADER's score ("it is great." +0.63, "it is
+  GREAT!!!" +0.77) and leave AFINN's unchanged (+3);
 * emoticons and some interjections: ":D" is +0.51 to VADER and 0 to AFINN, "sigh" 0 and -2;
 * contrast: "great design but it broke after a week" is -0.29 to VADER, +2 to AFINN.
 
-On honest reviews (plain sentiment words, no negation) they agree in sign about 97% of the time;
-on understated ones ("no complaints", "not impressed") they disagree about 80% of the time. So a
+On honest reviews (plain sentiment words, no negation) they agree in sign about 98% of the time;
+on understated ones ("no complaints", "not impressed") they disagree about 80% of the time; over
+the whole SFT corpus the Pearson correlation is about 0.5 and 24% of reviews get opposite signs
+(``python -m lire_ray.demo.agreement`` measures the same on a policy's outputs). So a
 policy trained on VADER can raise its reward in ways the held-out judge does not pay for
 (emphasis, emoticons) or penalises (negated negatives), and the judge can show it.
 
