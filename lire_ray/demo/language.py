@@ -117,7 +117,7 @@ def _pick(rng: random.Random, odds: dict[str, float]) -> str:
 def _word(rng: random.Random, bank: list[str]) -> str:
     """A Zipf-weighted choice (the i-th entry has weight 1/(i+1)), like word use in real text.
 
-    A dominant word per sentiment ("great", "terrible") also gives the policy's greedy path a
+    A dominant word per sentiment ("great", "disappointing") also gives the policy's greedy path a
     clear sentiment that follows the prompt; uniform choices spread the mass so thin that the
     greedy path takes whatever the sentiments share ("it is decent").
     """
