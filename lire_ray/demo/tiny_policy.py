@@ -1,10 +1,13 @@
 """The embedded default policy: a tiny Llama, SFT-ed on locally generated product reviews.
 
 ``ensure_tiny_policy(cache_dir)`` builds it once and caches it: a byte-level BPE tokenizer and a
-random-init Llama (:func:`lire_ray.models.build_tiny_policy`), then a short supervised
-fine-tuning on :func:`lire_ray.demo.reviews.sft_corpus` so that it writes review-like text of
-mixed sentiment. The cache key covers every build setting, so a change rebuilds; the directory
-appears atomically (built under a temporary name, then renamed).
+random-init Llama (:func:`lire_ray.demo.tiny_models.build_tiny_policy`), then a short supervised
+fine-tuning on :func:`lire_ray.demo.reviews.sft_corpus` so that it writes review-like text whose
+sentiment follows the prompt's attribute (greedy: "the finish is great." for a premium product,
+"it is disappointing." for a used one; sampled: the whole grammar, negations and emoticons
+included). The cache key covers every build setting and the generated text itself, so a change
+to either rebuilds; the directory appears atomically (built under a temporary name, then
+renamed). The build takes about 20 s on 2 idle cores (600 SFT steps of 32 reviews).
 """
 
 from __future__ import annotations
@@ -21,12 +24,21 @@ from lire_ray.demo import reviews
 
 log = logging.getLogger(__name__)
 
-BUILD = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
-         "sft_examples": 2560, "sft_epochs": 1, "sft_lr": 4e-3, "sft_batch": 32, "version": 1}
+# vocab_size 1280: the tokenizer saturates at ~1180 entries on the review text, so every word (and
+# every capitalised sentiment word) is one or two tokens and no review exceeds 24 tokens.
+BUILD = {"vocab_size": 1280, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
+         "sft_examples": 9600, "sft_epochs": 2, "sft_lr": 4e-3, "sft_batch": 32, "version": 2}
 
 
 def _key() -> str:
-    return hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode()).hexdigest()[:10]
+    """Hash of the build settings and of the generated text itself, so that editing the review
+    grammar (not only ``BUILD``) rebuilds the policy instead of reusing a stale one."""
+    h = hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode())
+    for line in reviews.tokenizer_corpus():
+        h.update(line.encode())
+    for prompt, response in reviews.sft_corpus(BUILD["sft_examples"], seed=BUILD["seed"]):
+        h.update(f"{prompt}\x00{response}\x00".encode())
+    return h.hexdigest()[:10]
 
 
 def ensure_tiny_policy(cache_dir: str | Path) -> Path:
