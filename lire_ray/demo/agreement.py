@@ -266,11 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  examples=8))
         return 0
     if args.policy:
-        policy = args.policy
+        policy = str(args.policy)
     else:
         from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
-        policy = ensure_tiny_policy(args.cache_dir)
+        policy = str(ensure_tiny_policy(args.cache_dir))
     res = policy_agreement(policy, prompts=args.prompts, samples=args.samples,
                            temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     print(format_summary(f"{policy}, held-out, greedy", res["greedy"]))

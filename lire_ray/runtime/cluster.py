@@ -67,9 +67,9 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     kwargs: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True}
     if not verbose:
         kwargs["logging_config"] = ray.LoggingConfig(log_level="WARNING")
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
+        data_ctx = ray.data.DataContext.get_current()
+        data_ctx.enable_progress_bars = False
+        data_ctx.print_on_execution_start = False
     if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
