@@ -93,16 +93,18 @@ class PoolBuilder:
                                     "keep_human": self.recipe.evolve.keep_human,
                                     "evolve_step": evolve_step, "timing_dir": timing,
                                     "rso": rso},
-                                concurrency=len(self.roles.samplers), **common)
+                                compute=ray.data.ActorPoolStrategy(size=len(self.roles.samplers)),
+                                **common)
         for on, role, method in ((self.score, "reward", "score_rows"),
                                  (self.reference, "reference", "annotate_rows")):
             if on:
                 ds = ds.map_batches(RowStage, fn_constructor_args=(self.roles.names(role), ns),
                                     fn_constructor_kwargs={"role": role, "method": method,
                                                            "timing_dir": timing},
-                                    concurrency=len(self.roles.handles[role]), **common)
-        ds = ds.map_batches(PartStage, fn_constructor_args=(str(parts_dir),), concurrency=1,
-                            **common)
+                                    compute=ray.data.ActorPoolStrategy(
+                                        size=len(self.roles.handles[role])), **common)
+        ds = ds.map_batches(PartStage, fn_constructor_args=(str(parts_dir),),
+                            compute=ray.data.ActorPoolStrategy(size=1), **common)
         return built[0].union(ds) if built else ds
 
     def run(self, rows: Sequence[PoolRow], *, parts_dir: str | Path, evolve_step: int = 1,
