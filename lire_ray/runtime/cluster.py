@@ -86,13 +86,13 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
         try:
             if address == "local":
                 raise ConnectionError("a new local cluster was asked for")
-            info = ray.init(address="auto", **kwargs)
+            info = _init(address="auto", **kwargs)
             log.info("joined the running Ray cluster at %s", _address_info(info).get("address"))
             return RayHandle(False, _address_info(info).get("address", "auto"),
                              info.dashboard_url or None)
         except (ConnectionError, RuntimeError):
             pass
-        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=True,
+        info = _init(num_cpus=cfg.num_cpus, include_dashboard=True,
                         dashboard_host=cfg.dashboard_host, **kwargs)
         # Helper processes Ray Train spawns look the cluster up by address; pin it so that
         # another Ray instance on the same machine is never picked by mistake.
@@ -100,8 +100,24 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
         log.info("started a local Ray cluster (dashboard: %s)", info.dashboard_url or "off")
         return RayHandle(True, _address_info(info).get("address", "local"),
                          info.dashboard_url or None)
-    info = ray.init(address=address, **kwargs)
+    info = _init(address=address, **kwargs)
     return RayHandle(False, address, info.dashboard_url or None)
+
+
+def _init(**kwargs):
+    """``ray.init``, keeping this process's own logging as it was: Ray's ``logging_config``
+    (which quiets Ray's loggers in every process) also lowers the driver's root logger and adds
+    a handler of its own."""
+    import ray
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return ray.init(**kwargs)
+    finally:
+        root.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
 
 
 def _address_info(info: Any) -> dict:

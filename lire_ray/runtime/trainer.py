@@ -109,9 +109,15 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
 
     import ray.train
 
-    log = logging.getLogger("lire_ray.training.worker")
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)  # progress lines reach the driver through Ray's log handler
+    log = logging.getLogger("lire_ray")
+    if not log.handlers:
+        # The project's own lines (progress, resumes) reach the driver through the worker's
+        # stderr whatever level the Ray logging configuration gives the root logger.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     ctx = ray.train.get_context()
     use_gpu = spec.recipe["resources"]["trainer"]["use_gpu"]
     device: Any = "cpu"
