@@ -210,6 +210,10 @@ class VLLMSampler:
         except Exception as err:
             raise ModelLoadError(f"vLLM could not reload weights from '{path}': "
                                  f"{type(err).__name__}: {err}") from err
+        self._serving_full_weights(version)
+
+    def _serving_full_weights(self, version: int) -> None:
+        """After new full weights: no KV block of the old ones is reused, and no adapter."""
         self._llm.reset_prefix_cache()
         self._drop_adapter()
         self._needs_weights = False
@@ -233,10 +237,7 @@ class VLLMSampler:
         except Exception as err:
             raise ModelLoadError(f"vLLM could not load weights sent from memory: "
                                  f"{type(err).__name__}: {err}") from err
-        self._llm.reset_prefix_cache()
-        self._drop_adapter()
-        self._needs_weights = False
-        self._version = version
+        self._serving_full_weights(version)
 
     def load_adapter(self, path: str, version: int) -> None:
         """Register the LoRA adapter in ``path`` with the engine.
