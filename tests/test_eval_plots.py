@@ -304,7 +304,7 @@ def test_eval_report_without_ray(tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(links) == set(metrics["plots"]) == {
         "plots/reward_rm.png", "plots/reward_judge.png", "plots/frontier.png",
-        "plots/best_of_n.png"}
+        "plots/best_of_n.png", "plots/before_after_rm.png", "plots/before_after_judge.png"}
     for link in links:
         _check_png(report.parent / link)
 
