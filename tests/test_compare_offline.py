@@ -12,7 +12,7 @@ import json
 import math
 
 import pytest
-from _studies import label_recipe, write_hh_pairs
+from _studies import ROOT, label_recipe, write_hh_pairs
 
 from lire_ray.adapters.prepare import prepare_pool
 from lire_ray.config import load_recipe
@@ -34,7 +34,7 @@ def offline(tmp_path_factory, monkeypatch_module):
     from lire_ray.studies import compare
 
     root = tmp_path_factory.mktemp("offline")
-    cache = root / "cache"
+    cache = ROOT / ".cache" / "lire-ray"  # built once per checkout, as `make demo` does
     ensure_tiny_policy(cache)
     prepare_pool("hh", str(write_hh_pairs(root / "hh.jsonl", 8)), root / "pool")
     recipe = load_recipe(label_recipe(root / "recipe.yaml"), [

@@ -131,6 +131,14 @@ def with_seed(recipe: Recipe, seed: int) -> Recipe:
     return recipe.model_copy(update={"train": recipe.train.model_copy(update={"seed": seed})})
 
 
+def chain_seed(recipe: Recipe, seed: int) -> Recipe:
+    """``recipe`` for one seed of a self-enhancement chain: ``train.seed`` and
+    ``sampler.seed`` (the Evolve steps' samples) both ``seed``. Evaluation keeps the recipe's
+    own sampling seed, so every chain is judged on the same draws (common random numbers)."""
+    return with_seed(recipe, seed).model_copy(update={
+        "sampler": recipe.sampler.model_copy(update={"seed": seed})})
+
+
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     """Seeds in order without repeats.
 

@@ -36,7 +36,7 @@ from lire_ray.pool import PoolRow
 from lire_ray.report import markdown_table, write_report
 from lire_ray.rundir import RunDir, prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, make_trainer, namespace_for
-from lire_ray.studies.compare import check_seeds, loss_recipe, with_seed
+from lire_ray.studies.compare import chain_seed, check_seeds, loss_recipe
 from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 from lire_ray.training.result import PolicyInit
 
@@ -46,11 +46,26 @@ OWNED = ("report.md", "metrics.json", "plots", "chains", ".state")
 
 
 def grid_recipe(recipe: Recipe, *, epochs: int, steps: int, seed: int) -> Recipe:
-    """The LIRE recipe of one chain: I = ``epochs`` per step, E = ``steps``, ``train.seed``."""
-    lire = with_seed(loss_recipe(recipe, "lire"), seed)
+    """The LIRE recipe of one chain: I = ``epochs`` per step, E = ``steps``, the seed of
+    training and of the Evolve steps' sampling (:func:`~lire_ray.studies.compare.chain_seed`)."""
+    lire = chain_seed(loss_recipe(recipe, "lire"), seed)
     return lire.model_copy(update={
         "train": lire.train.model_copy(update={"epochs": epochs}),
         "evolve": lire.evolve.model_copy(update={"steps": steps})})
+
+
+def check_chain_recipe(recipe: Recipe) -> None:
+    """Refuse what Algorithm 1 cannot train on before anything starts.
+
+    Raises:
+        ConfigError: The training reward is of kind label (it scores only a dataset's own
+            candidates, not the samples of each Evolve step).
+    """
+    name = recipe.train_reward_name
+    if any(rm.name == name and rm.kind == "label" for rm in recipe.rewards):
+        raise ConfigError(f"the training reward '{name}' is of kind label, which cannot score "
+                          "the new samples of each Evolve step; self-enhancement (the grid, a "
+                          "--self-enhance sweep) needs a reward model that scores new text")
 
 
 def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: Path, *,
@@ -102,6 +117,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
 
     t0 = time.time()
     check_eval_recipe(recipe)
+    check_chain_recipe(recipe)
     evolve, iterate, seeds = sorted(set(evolve)), sorted(set(iterate)), check_seeds(seeds)
     if not evolve or not iterate or min(evolve + iterate) < 1:
         raise ConfigError(f"--evolve and --iterate need positive counts, got {evolve} and "
@@ -118,20 +134,24 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     kw = {"temperatures": [t], "judges": judges, "with_kl": False}
     records: list[dict] = []
     chains: list[dict] = []
+    tokenizer = load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code)
+    norm, base_res = None, None
     handle = connect(recipe.ray)
     try:
-        with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "grid", out),
-                       policy=base, rewards=True,
-                       reference=resolve_reference(recipe) if needs_ref else None,
-                       state_dir=out / ".state") as roles:
-            norm = roles.normalisation(train_rows)
-            ev = Evaluator(recipe, roles, eval_rows, tokenizer=load_tokenizer(
-                base, trust_remote_code=recipe.model.trust_remote_code))
-            base_res = ev.evaluate(**kw)
-            for seed in seeds:
+        for seed in seeds:
+            # Samplers start with the seed's sampler.seed: the chains of a seed draw their own
+            # Evolve samples; the evaluator keeps the recipe's seed for every chain.
+            with RoleGroup(chain_seed(recipe, seed), namespace=namespace_for(
+                    recipe.ray.namespace, "grid", out, f"s{seed}"), policy=base, rewards=True,
+                    reference=resolve_reference(recipe) if needs_ref else None,
+                    state_dir=out / ".state" / f"s{seed}") as roles:
+                norm = roles.normalisation(train_rows, frozen=norm)
+                ev = Evaluator(recipe, roles, eval_rows, tokenizer=tokenizer)
+                if base_res is None:
+                    base_res = ev.evaluate(**kw)
                 for i in iterate:
-                    def on_step(e: int, _policy, step: dict, i: int = i, seed: int = seed
-                                ) -> None:
+                    def on_step(e: int, _policy, step: dict, i: int = i, seed: int = seed,
+                                ev: Evaluator = ev) -> None:
                         chains.append({"I": i, "E": e, "seed": seed,
                                        "pool_reward_mean": step["policy_reward_mean"],
                                        "train_s": step["train_s"], "sample_s": step["sample_s"]})

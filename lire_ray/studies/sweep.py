@@ -37,13 +37,13 @@ from lire_ray.studies.compare import (
     OWNED,
     Arm,
     Timeline,
+    chain_seed,
     check_seeds,
     evaluate_json,
     evaluate_run,
     flat_of,
     picker_of,
     run_compare,
-    with_seed,
 )
 from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 
@@ -146,50 +146,40 @@ def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: 
     """Algorithm 1 per (value, seed) from the base policy; the final policies evaluated."""
     from lire_ray.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
-    from lire_ray.studies.grid import run_chain
+    from lire_ray.studies.grid import check_chain_recipe
 
     t0 = time.time()
     check_eval_recipe(recipe)
+    check_chain_recipe(recipe)
     rows = cands.training_rows(recipe, "sample")
     out = prepare_output(out_dir, overwrite=overwrite, owned=OWNED)
     base = resolve_policy(recipe)
     eval_rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
     judges = judges_of(recipe)
     described = [a.describe() for a in arms]
-    timeline, runs = Timeline(), []
+    tokenizer = load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code)
+    timeline, runs, norm, base_res, bon = Timeline(), [], None, None, None
     handle = connect(recipe.ray)
     try:
-        with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "sweep", out),
-                       policy=base, rewards=True, reference=resolve_reference(recipe),
-                       state_dir=out / ".state") as roles:
-            timeline.roles("started", roles)
-            norm = roles.normalisation(rows)
-            ev = Evaluator(recipe, roles, eval_rows, tokenizer=load_tokenizer(
-                base, trust_remote_code=recipe.model.trust_remote_code))
-            base_res = ev.evaluate(judges=judges)
-            bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
-                               picker=picker_of(recipe), judges=judges)
-            for arm in arms:
-                for seed in seeds:
-                    steps: list[dict] = []
-                    root = out / "chains" / f"{arm.slug}-s{seed}"
-                    start = time.time()
-                    run_chain(with_seed(arm.recipe, seed), roles, rows, root, base=base,
-                              norm=norm, on_step=lambda e, _p, step, s=steps: s.append(step))
-                    timeline.training(root.name, start, time.time())
-                    run = {"label": arm.label, "loss": arm.recipe.loss.name, "seed": seed,
-                           "value": arm.value, "checkpoint": str(root / "checkpoints"),
-                           "final_loss": steps[-1]["final_train_metrics"].get("loss",
-                                                                              float("nan")),
-                           "train_s": time.time() - start,
-                           "history": [{"step": st["step"], "loss": st["final_train_metrics"]
-                                        .get("loss", float("nan")),
-                                        "pool_reward_mean": st["policy_reward_mean"]}
-                                       for st in steps]}
-                    run.update(evaluate_run(ev, base_res, judges=judges))
-                    run["flat"] = flat_of(run, judges)
-                    runs.append(run)
-        timeline.roles("stopped", roles)
+        for seed in seeds:
+            # As in the grid: a seed's samplers draw its Evolve samples; evaluation keeps the
+            # recipe's sampling seed for every policy.
+            with RoleGroup(chain_seed(recipe, seed), namespace=namespace_for(
+                    recipe.ray.namespace, "sweep", out, f"s{seed}"), policy=base, rewards=True,
+                    reference=resolve_reference(recipe), state_dir=out / ".state" / f"s{seed}"
+                    ) as roles:
+                timeline.roles("started", roles)
+                norm = roles.normalisation(rows, frozen=norm)
+                ev = Evaluator(recipe, roles, eval_rows, tokenizer=tokenizer)
+                if base_res is None:
+                    base_res = ev.evaluate(judges=judges)
+                    bon = ev.best_of_n(recipe.eval.best_of_n,
+                                       temperature=recipe.sampler.temperature,
+                                       picker=picker_of(recipe), judges=judges)
+                for arm in arms:
+                    runs.append(_chain_run(arm, seed, roles, ev, base_res, rows, out, base,
+                                           norm, judges, timeline))
+            timeline.roles("stopped", roles)
     finally:
         disconnect(handle)
     t = min(recipe.eval.temperatures)
@@ -208,3 +198,26 @@ def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: 
                   "eval_temperature": t, "sampler_seed": recipe.sampler.seed},
         "wall_s": time.time() - t0}
     return write_compare_report(out, json.loads(json.dumps(metrics, default=float)))
+
+
+def _chain_run(arm: Arm, seed: int, roles: RoleGroup, ev: Evaluator, base_res, rows, out: Path,
+               base: str, norm: dict, judges: list[str], timeline: Timeline) -> dict:
+    """Algorithm 1 for one (value, seed) from the base policy; its final policy evaluated."""
+    from lire_ray.studies.grid import run_chain
+
+    steps: list[dict] = []
+    root = out / "chains" / f"{arm.slug}-s{seed}"
+    start = time.time()
+    run_chain(chain_seed(arm.recipe, seed), roles, rows, root, base=base, norm=norm,
+              on_step=lambda e, _p, step: steps.append(step))
+    timeline.training(root.name, start, time.time())
+    run = {"label": arm.label, "loss": arm.recipe.loss.name, "seed": seed, "value": arm.value,
+           "checkpoint": str(root / "checkpoints"),
+           "final_loss": steps[-1]["final_train_metrics"].get("loss", float("nan")),
+           "train_s": time.time() - start,
+           "history": [{"step": st["step"],
+                        "loss": st["final_train_metrics"].get("loss", float("nan")),
+                        "pool_reward_mean": st["policy_reward_mean"]} for st in steps]}
+    run.update(evaluate_run(ev, base_res, judges=judges))
+    run["flat"] = flat_of(run, judges)
+    return run
