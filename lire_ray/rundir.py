@@ -5,14 +5,21 @@ Layout::
     <run.dir>/
       config.yaml            resolved recipe snapshot (written first)
       pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
+      pools/.e{k}.parts/     parts of a pool being built (trusted once their checksum is there)
       checkpoints/e{k}/      policy after Evolve step k (HF format, ``COMPLETE`` marker last)
-      metrics.jsonl          one JSON object per training step / stage event
-      report.md, metrics.json, plots/   the final report
-      state.json             completed stages, rewritten atomically after each stage
+      ray_train/             the trainer's run: epoch checkpoints of the training state
+      metrics.jsonl          one JSON object per Evolve step
+      eval_*.json            held-out evaluations behind the report
+      tracking/, tracking.json   the run's experiment (TensorBoard, W&B or MLflow)
+      served_policy.json, reward_norm.json   what restarted samplers and reward actors reload
+      report.md, metrics.json, summary.txt, plots/   the final report
+      state.json             completed steps, rewritten atomically
 
-A stage counts as done only when ``state.json`` lists it *and* its pool and checkpoint are
-complete on disk; anything else (a temporary directory, a checkpoint without its marker) is
-ignored by a resume and overwritten.
+A run continues (``resume=true``) after the last step recorded in ``state.json`` whose
+checkpoint is complete and whose pools (its own and every earlier one) are complete on disk;
+anything else (a temporary directory, a checkpoint without its marker) is ignored by a resume
+and overwritten, except the parts of the step being built and the trainer's epoch checkpoints,
+which let an interrupted step continue where it stopped.
 """
 
 from __future__ import annotations
