@@ -20,9 +20,9 @@ def write_hh_pairs(path: Path, n: int, seed: int = 0) -> Path:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
             product = reviews.TRAIN_PRODUCTS[i % len(reviews.TRAIN_PRODUCTS)]
-            prompt = f"\n\nHuman: {reviews.prompt_for(product)}\n\nAssistant:"
-            good = reviews.write_review(product, rng, "positive")
-            bad = reviews.write_review(product, rng, "negative")
+            prompt = f"\n\nHuman: {reviews.prompt_for(product, 'classic')}\n\nAssistant:"
+            good = reviews.write_review(rng, "positive")
+            bad = reviews.write_review(rng, "negative")
             fh.write(json.dumps({"chosen": prompt + good, "rejected": prompt + bad}) + "\n")
     return path
 

@@ -12,7 +12,7 @@ import json
 import math
 
 import pytest
-from _studies import ROOT, label_recipe, write_hh_pairs
+from _studies import label_recipe, write_hh_pairs
 
 from lire_ray.adapters.prepare import prepare_pool
 from lire_ray.config import load_recipe
@@ -27,15 +27,13 @@ def _finite(x) -> bool:
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory, monkeypatch_module):
+def offline(tmp_path_factory, monkeypatch_module, tiny_cache):
     import ray
 
-    from lire_ray.demo.tiny_policy import ensure_tiny_policy
     from lire_ray.studies import compare
 
     root = tmp_path_factory.mktemp("offline")
-    cache = ROOT / ".cache" / "lire-ray"  # built once per checkout, as `make demo` does
-    ensure_tiny_policy(cache)
+    cache = tiny_cache
     prepare_pool("hh", str(write_hh_pairs(root / "hh.jsonl", 8)), root / "pool")
     recipe = load_recipe(label_recipe(root / "recipe.yaml"), [
         f"data.train={root / 'pool'}", "data.eval_prompts=4", "train.micro_batch_prompts=4",

@@ -43,14 +43,8 @@ def _finite_cell(cell: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cache():
-    """The checkout's model cache (the recipes' default ``run.cache_dir``): the tiny policy is
-    built once per checkout, as ``make demo`` does, not once per test module."""
-    from lire_ray.demo.tiny_policy import ensure_tiny_policy
-
-    path = ROOT / ".cache" / "lire-ray"
-    ensure_tiny_policy(path)
-    return path
+def cache(tiny_cache):
+    return tiny_cache
 
 
 def test_grid_over_seeds(cache, tmp_path):
