@@ -95,13 +95,22 @@ def tables(m: Mapping, agg: Mapping[str, Mapping]) -> dict[str, str]:
                 [r["records"] for r in m["runs"] if r["label"] == k])
         for t in sorted({x["temperature"] for rs in recs for x in rs}):
             at = [x for rs in recs for x in rs if x["temperature"] == t]
+            cell = aggregate_seeds([_record_flat(x, judges) for x in at])
             temps.append([label.get(k, k), f"{t:g}", at[0]["samples_per_prompt"]]
-                         + [_mean([x["mean"].get(j) for x in at]) for j in judges]
-                         + [_mean([x["avg_win_rate"] for x in at]),
-                            _mean([x["distinct"]["2"] for x in at])])
+                         + [format_ci(cell.get(c, NAN_CELL)) for c in
+                            rm + wr + ["avg_win_rate", "distinct_2"]])
     out["temps"] = markdown_table(["method", "T", "samples/prompt"]
                                   + [f"{j} mean" for j in judges]
+                                  + [f"{j} win rate" for j in judges]
                                   + ["avg win rate", "distinct-2"], temps)
+    return out
+
+
+def _record_flat(rec: Mapping, judges: Sequence[str]) -> dict[str, float]:
+    """One evaluation record's table columns."""
+    out = {f"reward/{j}": rec["mean"].get(j, float("nan")) for j in judges}
+    out.update({f"win_rate/{j}": rec["win_rate"].get(j, float("nan")) for j in judges})
+    out.update(avg_win_rate=rec["avg_win_rate"], distinct_2=rec["distinct"]["2"])
     return out
 
 
@@ -177,7 +186,9 @@ def write_compare_report(out: Path, m: dict) -> Path:
         ("Details", tb["details"] + f"\n\n{KL_NOTE} distinct-2: distinct word bigrams / all "
          f"bigrams of the responses. {FLIP_NOTE} The last column lists the mean number of "
          "candidates per prompt the loss saw in each training step."),
-        ("Every evaluation temperature", tb["temps"] + "\n\nMeans over seeds."),
+        ("Every evaluation temperature", tb["temps"] + "\n\nGreedy decoding (T=0) draws one "
+         "response per prompt; T > 0 draws several, all of which enter each cell. Mean ± 95% "
+         "CI over seeds, as above."),
         ("Best-of-n of the base policy (paper sec. 4.4)", markdown_table(
             ["n"] + [f"{j} win rate" for j in judges] + ["avg win rate"],
             [[b["n"]] + [b["win_rate"].get(j, float("nan")) for j in judges]
