@@ -111,6 +111,13 @@ def main(args) -> int:
         print(f"report: {report}")
         return 0
     check_eval_recipe(recipe)
+    if study != "grid":
+        from lire_ray.studies import candidates, sweep
+
+        # A pool that cannot be trained on fails here, before any model is built or loaded.
+        if study == "compare" or sweep.runner_for(sweep.parse_sweep(args.sweep)[0],
+                                                  self_enhance=args.self_enhance) == "compare":
+            candidates.training_rows(recipe, args.candidates or candidates.default_mode(recipe))
     check_tokenizers(resolve_policy(recipe), recipe.model.reference,
                      trust_remote_code=recipe.model.trust_remote_code)
     seeds = args.seeds if args.seeds is not None else [recipe.train.seed]

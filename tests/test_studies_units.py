@@ -168,13 +168,13 @@ def test_pool_mode_refuses_unscored_pools_and_rows_without_candidates(tmp_path, 
 def test_compare_job_refuses_an_unscored_pool_before_ray_starts(tmp_path, hh_pool):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "compare.py"), "--config", str(RECIPE),
-         f"data.train={hh_pool}", f"run.dir={tmp_path}", "run.cache_dir=" +
-         str(ROOT / ".cache" / "lire-ray")], capture_output=True, text=True, timeout=300,
-        cwd=ROOT)
+         f"data.train={hh_pool}", f"run.dir={tmp_path}", f"run.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "training reward 'vader'" in proc.stderr and "Traceback" not in proc.stderr
     assert "Ray" not in proc.stderr.split("error:")[0]  # failed before connecting
-    assert not (tmp_path / "compare").exists()
+    # ... and before the tiny policy was built or any output written.
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "compare").exists()
 
 
 # ---------------------------------------------------------------------------------------------
