@@ -23,6 +23,10 @@ class TokenizedGroup:
         rewards: One float per candidate (the training reward model's scores), or ``None``.
         ref_logps: One float per candidate (reference summed log-probs), or ``None``.
         is_human: One bool per candidate, ``True`` where the candidate is human-written.
+        human_reference: Index of the prompt's human reference answer
+            (:attr:`~lire_ray.pool.PoolRow.human_reference_index`: the human-preferred one
+            where the labels name it), the target of SFT terms with target ``human``; None when
+            the row has no human-written candidate or the group was built without it.
         prompt_truncated: Tokens dropped from the left of the prompt.
         responses_truncated: Tokens dropped from the right of each response.
     """
@@ -33,6 +37,7 @@ class TokenizedGroup:
     rewards: tuple[float, ...] | None = None
     ref_logps: tuple[float, ...] | None = None
     is_human: tuple[bool, ...] | None = None
+    human_reference: int | None = None
     prompt_truncated: int = 0
     responses_truncated: tuple[int, ...] = field(default_factory=tuple)
 

@@ -221,7 +221,8 @@ def tokenize_group(row: PoolRow, tokenizer, *, max_prompt_tokens: int, max_respo
     return TokenizedGroup(
         prompt_id=row.prompt_id, prompt_ids=tuple(prompt[prompt_cut:]),
         response_ids=tuple(responses), rewards=rewards, ref_logps=row.ref_logps,
-        is_human=row.is_human, prompt_truncated=prompt_cut, responses_truncated=tuple(cuts))
+        is_human=row.is_human, human_reference=row.human_reference_index,
+        prompt_truncated=prompt_cut, responses_truncated=tuple(cuts))
 
 
 def tokenize_groups(rows: Iterable[PoolRow], tokenizer, *, stats: TruncationStats | None = None,

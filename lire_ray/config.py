@@ -150,6 +150,27 @@ class LossConfig(_Strict):
     name: Literal["lire", "sft", "dpo", "ipo", "slic", "rrhf", "pro", "pl"] = "lire"
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="Keyword parameters of the loss, e.g. temperature.")
+    params_by_name: dict[Literal["lire", "sft", "dpo", "ipo", "slic", "rrhf", "pro", "pl"],
+                         dict[str, Any]] = Field(
+        default_factory=dict, description="Parameters per loss, e.g. {dpo: {beta: 0.1}}: a "
+        "comparison trains each loss with its own entry; the loss named by `name` also takes "
+        "its entry, merged into `params`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_own_entry(cls, data: Any) -> Any:
+        # Folded into `params` so every consumer of `params` (trainer, sweeps) sees one dict.
+        if not isinstance(data, dict) or not isinstance(data.get("params_by_name"), dict):
+            return data
+        own = data["params_by_name"].get(data.get("name", "lire"))
+        if not isinstance(own, dict) or not own:
+            return data
+        params = dict(data.get("params") or {})
+        clash = sorted(k for k, v in own.items() if k in params and params[k] != v)
+        if clash:
+            raise ValueError(f"loss.params and loss.params_by_name.{data.get('name', 'lire')} "
+                             f"set {clash} to different values; keep one")
+        return {**data, "params": {**params, **own}}
 
 
 class TrackingConfig(_Strict):

@@ -3,6 +3,7 @@
 * :func:`plot_frontier`: reward (win rate) against D_tau over sampling temperatures (Fig. 5);
 * :func:`plot_win_rate_vs_k`: win rate against the number of candidates n or K (Fig. 4);
 * :func:`plot_grid`: the Evolve x Iterate reward grid as a heatmap (Table 6);
+* :func:`plot_seed_bands`: mean over seeds with the best-to-worst band shaded (Fig. 6);
 * :func:`plot_training_curves`: per-step training metrics of several runs;
 * :func:`plot_reward_distribution`: the before/after reward histogram (Fig. 7);
 * :func:`plot_before_after`: per-prompt score before against after, negative flips marked
@@ -19,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["plot_before_after", "plot_curves", "plot_frontier", "plot_grid",
-           "plot_reward_distribution", "plot_training_curves", "plot_win_rate_vs_k"]
+           "plot_reward_distribution", "plot_seed_bands", "plot_training_curves",
+           "plot_win_rate_vs_k"]
 
 
 def _plt():
@@ -281,4 +283,34 @@ def plot_before_after(before: Sequence[float], after: Sequence[float], path: Pat
     ax.set_ylabel("score after")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_seed_bands(series: Mapping[str, Sequence[Sequence[float]]], path: Path, *,
+                    xlabel: str, ylabel: str, title: str) -> Path:
+    """One line per series at its mean over seeds, the band between the worst and the best
+    seed shaded (paper Fig. 6).
+
+    Args:
+        series: Per label, points ``(x, mean, worst, best)``.
+        path: The PNG to write.
+        xlabel: The x axis label.
+        ylabel: The y axis label.
+        title: The plot title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = _axes(xlabel, ylabel, title)
+    for label, pts in series.items():
+        pts = sorted((p for p in pts if _finite(*p)), key=lambda p: p[0])
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        line = ax.plot(xs, [p[1] for p in pts], marker="o", label=label)[0]
+        ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.2,
+                        color=line.get_color())
+    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
+    if series:
+        ax.legend(fontsize=8)
     return _save(fig, path)

@@ -48,9 +48,9 @@ EXPECTED = {
     "tldr": [
         ("t3_a", "SUBREDDIT: r/pets\nTITLE: Cat problem\nPOST: My cat knocks cups off the "
          "table.\nTL;DR:", ("Cat breaks cups.", "My cat is bad.", "Cups fall."),
-         ("dataset", "human", "dataset"), (-1, -1, -1), 2, {}),
+         ("dataset", "human", "human"), (-1, -1, -1), 2, {}),
         ("t3_b", "SUBREDDIT: r/bicycling\nTITLE: Bike\nPOST: I bought a bike and it broke.\n"
-         "TL;DR:", ("Bike broke.", "New bike broken after a day."), ("dataset", "dataset"),
+         "TL;DR:", ("Bike broke.", "New bike broken after a day."), ("dataset", "human"),
          (-1, -1), 1, {}),
     ],
     "listwise": [

@@ -133,7 +133,7 @@ def test_evaluate_checkpoint_against_base(compare_run, cache, tmp_path):
     assert "ties count half" in report and "KL(policy || pi_ref)" in report
     links = _check_pngs(out, report)
     assert {"plots/frontier.png", "plots/best_of_n.png", "plots/reward_afinn.png",
-            "plots/training.png"} <= set(links)
+            "plots/training.png", "plots/before_after_afinn.png"} <= set(links)
 
     again = _run("evaluate.py", *args, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -14,7 +14,7 @@ from lire_ray.metrics import stats as ev
 from lire_ray.metrics import summary
 from lire_ray.report import write_report
 from lire_ray.rundir import prepare_output
-from lire_ray.studies.compare_report import method_tables
+from lire_ray.studies.compare_report import aggregate, tables
 from lire_ray.studies.grid import grid_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,15 +144,18 @@ def test_flip_rates_and_aggregate_seeds():
 
 
 def test_method_table_has_a_row_per_method_with_intervals():
-    meta = {"losses": ["lire", "dpo"], "judges": ["vader", "afinn"], "train_reward": "vader"}
-    runs = [{"loss": "lire", "seed": s, "flat": {"reward/vader": v, "reward/afinn": 2 * v,
-                                                  "avg_win_rate": v}}
-            for s, v in enumerate([0.2, 0.4, 0.3])]
-    runs.append({"loss": "dpo", "seed": 0, "flat": {"reward/vader": 0.1, "reward/afinn": 0.2,
-                                                     "avg_win_rate": 0.1}})
-    agg, main, _ = method_tables(meta, runs, {"reward/vader": 0.0, "reward/afinn": 0.0,
-                                              "avg_win_rate": 0.5})
-    lines = main.splitlines()
+    m = {"setup": {"judges": ["vader", "afinn"], "train_reward": "vader"},
+         "arms": [{"label": "lire", "loss": "lire", "params": {}, "pairing": "-"},
+                  {"label": "dpo", "loss": "dpo", "params": {}, "pairing": "-"}],
+         "base": {"flat": {"reward/vader": 0.0, "reward/afinn": 0.0, "avg_win_rate": 0.5},
+                  "records": []}}
+    m["runs"] = [{"label": "lire", "seed": s, "records": [],
+                  "flat": {"reward/vader": v, "reward/afinn": 2 * v, "avg_win_rate": v}}
+                 for s, v in enumerate([0.2, 0.4, 0.3])]
+    m["runs"].append({"label": "dpo", "seed": 0, "records": [],
+                      "flat": {"reward/vader": 0.1, "reward/afinn": 0.2, "avg_win_rate": 0.1}})
+    agg = aggregate(m)
+    lines = tables(m, agg)["main"].splitlines()
     assert lines[0].startswith("| method | seeds | vader mean (RM) | afinn mean (RM*)")
     rows = {line.split("|")[1].strip(): line for line in lines[2:]}
     assert set(rows) == {"base policy (no training)", "lire", "dpo"}
@@ -267,7 +270,8 @@ def _result(scores_by_t: dict, human: dict, kl: tuple[float, float]):
         res.records.append({"temperature": t, "samples_per_prompt": n,
                             **summary.sample_summary(scores, human, ["rm", "judge"]),
                             "divergence": {"value": kl[0], "stderr": kl[1], "n": 2 * n,
-                                           "excluded": 0}})
+                                           "excluded": 0},
+                            "distinct": {"1": 0.5, "2": 0.25}})
     return res
 
 
@@ -300,7 +304,7 @@ def test_eval_report_without_ray(tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(links) == set(metrics["plots"]) == {
         "plots/reward_rm.png", "plots/reward_judge.png", "plots/frontier.png",
-        "plots/best_of_n.png"}
+        "plots/best_of_n.png", "plots/before_after_rm.png", "plots/before_after_judge.png"}
     for link in links:
         _check_png(report.parent / link)
 
@@ -312,41 +316,55 @@ def json_load(path):
 
 
 def test_compare_report_without_ray(tmp_path):
-    from lire_ray.studies.compare_report import write_compare_report
+    from lire_ray.studies.compare import evaluate_json, flat_of
+    from lire_ray.studies.compare_report import rerender, write_compare_report
 
+    judges = ["rm", "judge"]
     human = {"rm": [0.0, 0.0], "judge": [1.0, 1.0]}
     base = _result({0.0: {"rm": [[1.0], [-1.0]], "judge": [[2.0], [0.0]]},
                     1.0: {"rm": [[1.0], [0.5]], "judge": [[2.0], [0.0]]}}, human, (0.0, 0.01))
+    base_run = evaluate_json(base, 0.0)
+    base_run["flat"] = flat_of({**base_run, "negative_flip_rate": {"rm": 0.0, "judge": 0.0}},
+                               judges)
     runs = []
     for loss, seed, v in [("lire", 0, 0.3), ("lire", 1, 0.5), ("dpo", 0, 0.2)]:
         res = _result({0.0: {"rm": [[v], [v]], "judge": [[v], [v]]},
                        1.0: {"rm": [[v], [0.0]], "judge": [[v], [2.0]]}}, human, (v, 0.1))
-        run = {"loss": loss, "seed": seed, "records": res.records, "kl": res.kl,
-               "table": res.record(0.0), "negative_flip_rate": {"rm": 0.5, "judge": 0.5},
-               "final_loss": 1.0 - v, "history": [{"step": 1, "loss": 1.0 - v}]}
-        run["flat"] = summary.flatten_run(run, ["rm", "judge"])
+        run = {"label": loss, "loss": loss, "seed": seed, **evaluate_json(res, 0.0),
+               "negative_flip_rate": {"rm": 0.5, "judge": 0.5}, "final_loss": 1.0 - v,
+               "history": [{"step": 1, "loss": 1.0 - v, "candidates": 2.0}]}
+        run["flat"] = flat_of(run, judges)
         runs.append(run)
-    meta = {"losses": ["lire", "dpo"], "seeds": [0, 1], "base_policy": "b", "train_reward": "rm",
-            "judges": ["rm", "judge"], "eval_data": "e", "prompts": 2, "train_data": "t",
-            "pool": {"num_rows": 2, "num_candidates": 8}, "num_candidates": 4, "epochs": 1,
-            "lr": 1e-3, "eval_temperature": 0.0, "kl_estimated": True}
-    bon = {"temperature": 1.0, "picker": "rm",
-           "results": summary.best_of_n_summary(base.generation(1.0).scores, human, picker="rm",
-                                                judges=["rm", "judge"], ns=[1])}
-    report = write_compare_report(tmp_path, meta=meta, runs=runs, base=base,
-                                  base_flat=summary.flatten_run(
-                                      {"table": base.record(0.0), "kl": base.kl}, ["rm", "judge"]),
-                                  best_of_n=bon, first_scores={"lire": {"rm": [[0.3], [0.3]]}},
-                                  wall_s=2.0)
+    arms = [{"label": n, "loss": n, "params": {"beta": 0.1} if n == "dpo" else {},
+             "pairing": "pairs: best_vs_rest" if n == "dpo" else "listwise", "value": None}
+            for n in ("lire", "dpo")]
+    m = {"study": {"kind": "compare"}, "arms": arms, "seeds": [0, 1], "base": base_run,
+         "runs": runs, "timeline": [{"event": "training", "samplers_alive": 0}],
+         "setup": {"candidates": "pool", "base_policy": "b", "train_reward": "rm",
+                   "judges": judges, "train_data": "t", "eval_data": "e", "prompts": 2,
+                   "pool": {"prompts": 2, "candidates": 4, "k_min": 2, "k_max": 2,
+                            "k_rows": {"2": 2}, "sources": {"human": 4}},
+                   "num_candidates": 4, "epochs": 1, "lr": 1e-3, "eval_temperature": 0.0},
+         "best_of_n": {"temperature": 1.0, "picker": "rm", "results": summary.best_of_n_summary(
+             base.generation(1.0).scores, human, picker="rm", judges=judges, ns=[1])},
+         "wall_s": 2.0}
+    report = write_compare_report(tmp_path, m)
     metrics = json_load(tmp_path / "metrics.json")
     half = 12.706204736 * statistics.stdev([0.3, 0.5]) / math.sqrt(2)
     assert metrics["table"]["lire"]["reward/rm"]["half_width"] == pytest.approx(half)
     assert metrics["table"]["dpo"]["kl"]["mean"] == pytest.approx(0.2)
     text = report.read_text()
     assert f"0.4000 ± {half:.4f}" in text
+    assert "samplers alive during training: 0" in text and "beta=0.1" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(links) == set(metrics["plots"]) == {
         "plots/frontier.png", "plots/win_rate_vs_k_rm.png", "plots/win_rate_vs_k_judge.png",
-        "plots/training.png", "plots/reward_lire.png"}
+        "plots/training.png", "plots/reward_lire.png", "plots/reward_dpo.png",
+        "plots/before_after_lire_judge.png", "plots/before_after_dpo_judge.png"}
     for link in links:
         _check_png(tmp_path / link)
+    for link in links:
+        (tmp_path / link).unlink()
+    # Everything is redrawn from metrics.json alone.
+    assert rerender(tmp_path).read_text() == text
+    assert all((tmp_path / link).is_file() for link in links)

@@ -14,8 +14,12 @@ Formats (the record fields each one reads):
   ``"SUBREDDIT: r/{subreddit}\\nTITLE: {title}\\nPOST: {post}\\nTL;DR:"`` (rows with a null
   ``post`` and an ``article``, the CNN/DM part, use ``"TITLE: {title}\\nARTICLE: {article}\\n
   TL;DR:"``); candidates are the summary texts with leading whitespace removed; prompt_id is
-  ``info.id``. A summary whose ``policy`` is ``"ref"`` (the poster's own TL;DR) has source
-  "human", others "dataset". Comparisons of the same post are merged by :func:`merge_tldr`.
+  ``info.id``. The human judgement in this dataset is the label: the summary the labeller
+  chose (``choice``, the row's ``preferred``) has source "human" and is the row's human
+  reference (the answer win rates compare with, and the SFT target ``human``), as is a
+  summary whose ``policy`` is ``"ref"`` (the poster's own TL;DR); the others are "dataset".
+  Each summary's ``policy`` is kept in the row metadata (``policies``). Comparisons of the
+  same post are merged by :func:`merge_tldr`.
 - ``listwise``: ``{"prompt": str, "responses": [str, ...], "rewards"?: [float] | {name:
   [float]}, "sources"?: [str], "prompt_id"?: str, "preferred"?: int}``, any K >= 1. A rewards
   list is stored under the reward name "given"; sources default to "dataset".
@@ -144,17 +148,24 @@ def parse_tldr(f: Fields) -> PoolRow:
     summaries = f.get("summaries", list)
     if not summaries:
         raise f.bad("no_candidates", "no summaries (K = 0)", "summaries")
-    texts, sources = [], []
+    texts, policies = [], []
     for j, s in enumerate(summaries):
         s = f.check(s, dict, f"summaries[{j}]")
         texts.append(f.get("text", str, within=s, prefix=f"summaries[{j}].").lstrip())
         policy = s.get("policy")
-        sources.append(HUMAN if policy == "ref" else DATASET)
+        policies.append(policy if isinstance(policy, str) else None)
     choice = f.get("choice", int)
     if not 0 <= choice < len(texts):
         raise f.bad("out_of_range", f"{choice} is not an index below {len(texts)}", "choice")
     return PoolRow(prompt_id=pid, prompt=prompt, responses=tuple(texts),
-                   sources=tuple(sources), policy_version=(-1,) * len(texts), preferred=choice)
+                   sources=_tldr_sources(policies, choice), policy_version=(-1,) * len(texts),
+                   preferred=choice, metadata=json.dumps({"policies": policies}))
+
+
+def _tldr_sources(policies: list[str | None], preferred: int) -> tuple[str, ...]:
+    """Sources of TL;DR summaries: the labelled-preferred one and the poster's own are human."""
+    return tuple(HUMAN if p == "ref" or j == preferred else DATASET
+                 for j, p in enumerate(policies))
 
 
 def merge_tldr(items: list[tuple[str, int, PoolRow]], on_bad
@@ -163,7 +174,8 @@ def merge_tldr(items: list[tuple[str, int, PoolRow]], on_bad
 
     Candidates are the union of distinct summary texts in order of first appearance. The
     merged ``preferred`` is the summary chosen in the most comparisons; ties go to the earliest
-    candidate. A later row with the same id but a different prompt is a bad row
+    candidate. It becomes the row's human reference (source "human"); summaries chosen only in
+    other comparisons go back to "dataset" unless the poster wrote them (``policy`` "ref"). A later row with the same id but a different prompt is a bad row
     (``conflicting_prompt``) passed to ``on_bad``.
 
     Args:
@@ -185,19 +197,21 @@ def merge_tldr(items: list[tuple[str, int, PoolRow]], on_bad
                           "same info.id", source=src, row=row_no,
                           field="info.post"))
             continue
-        for text, src_tag in zip(row.responses, row.sources, strict=True):
-            g["texts"].setdefault(text, src_tag)
+        for text, policy in zip(row.responses, row.meta.get("policies") or
+                                [None] * row.num_candidates, strict=True):
+            if g["texts"].get(text) is None:
+                g["texts"][text] = policy
         g["wins"][row.responses[row.preferred]] += 1
     out = []
     for g in groups.values():
-        texts = list(g["texts"])
+        texts, policies = list(g["texts"]), list(g["texts"].values())
         best = max(g["wins"].values())
         preferred = next(j for j, t in enumerate(texts) if g["wins"][t] == best)
         first = g["first"]
         out.append((g["src"], g["row"], PoolRow(
             prompt_id=first.prompt_id, prompt=first.prompt, responses=tuple(texts),
-            sources=tuple(g["texts"].values()), policy_version=(-1,) * len(texts),
-            preferred=preferred)))
+            sources=_tldr_sources(policies, preferred), policy_version=(-1,) * len(texts),
+            preferred=preferred, metadata=json.dumps({"policies": policies}))))
     return out
 
 

@@ -10,8 +10,10 @@ Every loss is a pure function over tensors with the same call convention::
 
 where ``policy_logps`` / ``ref_logps`` are [B, K] summed response log-probs, ``rewards`` [B, K]
 training reward-model scores, ``lengths`` [B, K] response token counts and ``human_mask``
-[B, K] marks human-written candidates. Losses never reduce over B: the trainer averages and
-accumulates. Recipes select a loss by registry name and parameters via :func:`build_loss`.
+[B, K] marks each prompt's human reference answer (the trainer marks
+``PoolRow.human_reference_index``: the human-preferred answer where the labels name one, as HH's
+chosen reply; the SFT target ``"human"`` of paper sec. 4.6). Losses never reduce over B: the
+trainer averages and accumulates. Recipes select a loss by registry name and parameters via :func:`build_loss`.
 """
 
 from __future__ import annotations
@@ -109,13 +111,18 @@ class BuiltLoss:
             mask: [B, K] bool real-candidate mask, or None.
             ref_logps: [B, K] float summed reference log-probs, or None.
             lengths: [B, K] int response token counts, or None.
-            human_mask: [B, K] bool human-written mask, or None.
+            human_mask: [B, K] bool, the human reference answer of each prompt, or None.
 
         Returns:
-            ``(loss [B], metrics)`` as returned by the loss function.
+            ``(loss [B], metrics)`` as returned by the loss function, plus ``candidates``: the
+            mean number of real candidates per prompt (what the loss was given; a study checks
+            with it that, e.g., HH pairs train with K = 2).
         """
-        return self.spec.fn(policy_logps, rewards, mask=mask, ref_logps=ref_logps,
-                            lengths=lengths, human_mask=human_mask, **self.params)
+        loss, metrics = self.spec.fn(policy_logps, rewards, mask=mask, ref_logps=ref_logps,
+                                     lengths=lengths, human_mask=human_mask, **self.params)
+        real = mask if mask is not None else torch.ones_like(policy_logps, dtype=torch.bool)
+        metrics["candidates"] = real.sum(dim=1).to(policy_logps.dtype).mean().detach()
+        return loss, metrics
 
 
 def _spec(name, fn, check, *, needs_reference, needs_lengths, lengths_needed=None) -> LossSpec:

@@ -92,7 +92,8 @@ class Inputs:
         mask: [B, K] bool, True for real candidates.
         ref_logps: [B, K] detached reference summed log-probs (0 at padded slots), or None.
         lengths: [B, K] float response token counts clamped to >= 1 (1 at padded slots), or None.
-        human_mask: [B, K] bool, True for real human-written candidates, or None.
+        human_mask: [B, K] bool, True for the real candidate(s) an SFT target ``"human"`` may
+            pick (the human reference answer), or None.
         n_valid: [B] number of real candidates per prompt (long).
     """
 
@@ -125,7 +126,8 @@ def prepare_inputs(loss: str, policy_logps, rewards, *, mask=None, ref_logps=Non
         mask: [B, K] bool, True for real candidates; None means all real.
         ref_logps: [B, K] float summed log-probs under the reference policy, or None.
         lengths: [B, K] int response token counts, or None.
-        human_mask: [B, K] bool, True for human-written candidates, or None.
+        human_mask: [B, K] bool, True for each prompt's human reference answer (see
+            :func:`sft_target_index`), or None.
         need_ref: The loss cannot run without ``ref_logps``.
         need_lengths: The loss (with its current parameters) cannot run without ``lengths``.
 
@@ -249,7 +251,11 @@ def sft_target_index(loss: str, inp: Inputs, target: str) -> torch.Tensor:
     """Chooses the candidate a supervised (cross-entropy) term trains on, per prompt.
 
     ``"best"`` is the real candidate with the highest reward (the first on ties). ``"human"`` is
-    the highest-reward human-written candidate.
+    the candidate ``human_mask`` marks: the trainer marks the human reference answer
+    (``PoolRow.human_reference_index``: the human-preferred one where the labels name it, e.g.
+    HH's chosen reply, else the first human-written one), so the target follows the human
+    label, not the reward model, as in paper sec. 4.6 ("CE loss on the high-quality
+    human-annotated data"). Where a caller marks several, the highest-reward marked one.
 
     Args:
         loss: Registry name of the calling loss, for messages.
@@ -261,7 +267,7 @@ def sft_target_index(loss: str, inp: Inputs, target: str) -> torch.Tensor:
 
     Raises:
         ConfigError: ``target`` is ``"human"`` but ``human_mask`` was not supplied.
-        DataError: ``target`` is ``"human"`` and a prompt with candidates has no human one.
+        DataError: ``target`` is ``"human"`` and a prompt with candidates has none marked.
     """
     if target == "best":
         return masked_argmax(inp.rewards, inp.mask)

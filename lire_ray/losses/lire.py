@@ -107,7 +107,8 @@ def lire_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     ``loss_b = -sum_j Q_j R~_j + sft_weight * L_SFT`` where ``Q = softmax(s / T)`` over the
     prompt's real candidates (eq. 5), ``R~ = transform(R)`` (see :func:`transform_rewards`) and
     ``L_SFT = -s_t / len_t`` is the token-mean NLL of the target candidate t: the highest-reward
-    one (``sft_target="best"``) or the highest-reward human-written one (``"human"``).
+    one (``sft_target="best"``) or the human reference answer marked by ``human_mask``
+    (``"human"``: the human-preferred answer, paper sec. 4.6).
 
     Padded candidates get no probability mass and no gradient; a prompt with one real candidate
     (or all rewards equal) has exactly zero listwise gradient, as eq. 7 predicts; a prompt with
@@ -120,8 +121,8 @@ def lire_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
         mask: [B, K] bool, True for real candidates; None means all are real.
         ref_logps: [B, K] reference log-probs; unused (accepted for the uniform convention).
         lengths: [B, K] int response token counts; required when ``sft_weight > 0``.
-        human_mask: [B, K] bool, human-written candidates; required for ``sft_target="human"``
-            with ``sft_weight > 0``.
+        human_mask: [B, K] bool, each prompt's human reference answer; required for
+            ``sft_target="human"`` with ``sft_weight > 0``.
         temperature: T of eq. 5 (> 0). Larger T flattens Q; the paper's default is 2.
         reward_transform: ``"softmax"`` (paper practice), ``"raw"``, ``"zscore"`` or ``"rank"``.
         sft_weight: alpha of sec. 4.6 (>= 0; the paper's best was 0.02, default 0).

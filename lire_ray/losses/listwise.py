@@ -78,7 +78,8 @@ def sft_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
     """SFT baseline: maximise the likelihood of the top-1 candidate (LIRE paper, related work).
 
     ``loss_b = -s_t / len_t``: token-mean NLL of the highest-reward candidate
-    (``target="best"``) or of the highest-reward human-written one (``"human"``).
+    (``target="best"``) or of the human reference answer ``human_mask`` marks (``"human"``: the
+    human-preferred answer, as the paper's SFT baseline trains on the human-annotated data).
 
     Args:
         policy_logps: [B, K] float summed token log-probs under the policy.
@@ -86,7 +87,8 @@ def sft_loss(policy_logps: torch.Tensor, rewards: torch.Tensor, *,
         mask: [B, K] bool, True for real candidates; None means all are real.
         ref_logps: [B, K]; unused.
         lengths: [B, K] int response token counts (required).
-        human_mask: [B, K] bool, required for ``target="human"``.
+        human_mask: [B, K] bool, each prompt's human reference answer; required for
+            ``target="human"``.
         target: ``"best"`` or ``"human"``.
 
     Returns:

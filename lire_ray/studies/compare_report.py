@@ -1,177 +1,279 @@
-"""The comparison report: the paper's Table 2 with confidence intervals, details and plots."""
+"""The comparison report (paper Table 2; Tables 4 and 7 for sweeps), rendered from the
+``metrics.json`` a comparison or sweep wrote, so ``jobs/compare.py --report-only`` redraws every
+table and figure from that file alone."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lire_ray import plots
-from lire_ray.evaluator import EvalResult
-from lire_ray.metrics.summary import (
-    CI_NOTE,
-    KL_NOTE,
-    WIN_RATE_NOTE,
-    aggregate_seeds,
-    first_samples,
-    format_ci,
-)
+from lire_ray.metrics.summary import CI_NOTE, KL_NOTE, WIN_RATE_NOTE, aggregate_seeds, format_ci
 from lire_ray.report import markdown_table, write_report
 
+NAN_CELL = {"mean": float("nan"), "half_width": float("nan")}
+FLIP_NOTE = ("Negative flips: share of held-out prompts whose first-sample judge score is "
+             "strictly lower than the base policy's (paper A.8).")
 
-def _mean(values: Sequence[float]) -> float:
+
+def _mean(values: Sequence) -> float:
     vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def method_tables(meta: Mapping, runs: Sequence[Mapping], base_flat: Mapping[str, float]
-                  ) -> tuple[dict[str, dict], str, str]:
-    """Aggregate runs per loss and render the main and the detail table.
+def _ordered_judges(m: Mapping) -> list[str]:
+    judges, picker = list(m["setup"]["judges"]), m["setup"]["train_reward"]
+    return [picker] + [j for j in judges if j != picker] if picker in judges else judges
 
-    Args:
-        meta: ``losses``, ``judges``, ``train_reward``.
-        runs: Per (loss, seed): ``{"loss", "seed", "flat": {metric: value}}``.
-        base_flat: The base policy's flat metrics (one value each, no interval).
 
-    Returns:
-        ``(aggregated, main_table, detail_table)`` where ``aggregated`` maps each method
-        (``"base"`` and every loss) to :func:`~lire_ray.metrics.summary.aggregate_seeds`.
-    """
-    judges, picker = list(meta["judges"]), meta["train_reward"]
-    ordered = [picker] + [j for j in judges if j != picker] if picker in judges else judges
-    agg = {"base": aggregate_seeds([base_flat])}
-    seeds = {"base": 0}
-    for loss in meta["losses"]:
-        mine = [r["flat"] for r in runs if r["loss"] == loss]
+def _picker(m: Mapping) -> str:
+    """The judge plotted as "the" reward: the training reward, or the first judge when the
+    training reward cannot judge new responses (``kind: label``)."""
+    judges, name = list(m["setup"]["judges"]), m["setup"]["train_reward"]
+    return name if name in judges else judges[0]
+
+
+def _held_out(m: Mapping) -> list[str]:
+    """The judges the policy was not trained on (all judges when there is none)."""
+    rest = [j for j in m["setup"]["judges"] if j != m["setup"]["train_reward"]]
+    return rest or list(m["setup"]["judges"])
+
+
+def _fmt_params(params: Mapping) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "-"
+
+
+def aggregate(m: Mapping) -> dict[str, dict]:
+    """Per method (``base`` and every arm label with runs): metrics aggregated over seeds."""
+    agg = {"base": aggregate_seeds([m["base"]["flat"]])}
+    for arm in m["arms"]:
+        mine = [r["flat"] for r in m["runs"] if r["label"] == arm["label"]]
         if mine:
-            agg[loss] = aggregate_seeds(mine)
-            seeds[loss] = len(mine)
-    main_header = (["method", "seeds"]
-                   + [f"{j} mean ({'RM' if j == picker else 'RM*'})" for j in ordered]
-                   + ["avg win rate"])
-    detail_header = (["method"] + [f"win rate {j}" for j in ordered] + ["KL(pi || pi_ref)"]
-                     + [f"negative flips {j}" for j in ordered] + ["final train loss"])
-    main, detail = [], []
-    nan_cell = {"mean": float("nan"), "half_width": float("nan")}
-    for method, cells in agg.items():
-        label = "base policy (no training)" if method == "base" else method
-        main.append([label, seeds[method] or "-"]
-                    + [format_ci(cells.get(f"reward/{j}", nan_cell)) for j in ordered]
-                    + [format_ci(cells.get("avg_win_rate", nan_cell))])
-        detail.append([label] + [format_ci(cells.get(f"win_rate/{j}", nan_cell)) for j in ordered]
-                      + [format_ci(cells.get("kl", nan_cell))]
-                      + [format_ci(cells.get(f"negative_flip/{j}", nan_cell)) for j in ordered]
-                      + [format_ci(cells.get("final_loss", nan_cell))])
-    return agg, markdown_table(main_header, main), markdown_table(detail_header, detail)
+            agg[arm["label"]] = aggregate_seeds(mine)
+    return agg
 
 
-def _frontier(records_by_method: Mapping[str, Sequence[Sequence[Mapping]]], picker: str
-              ) -> dict[str, list[dict]]:
-    series = {}
-    for method, per_seed in records_by_method.items():
-        temps = sorted({r["temperature"] for recs in per_seed for r in recs})
-        pts = []
-        for t in temps:
-            rs = [r for recs in per_seed for r in recs if r["temperature"] == t]
-            key = "win_rate" if rs[0]["win_rate"] else "mean"
-            pts.append({"temperature": t, "x": _mean([r["divergence"]["value"] for r in rs]),
-                        "y": _mean([r[key].get(picker, float("nan")) for r in rs])})
-        series[method] = pts
-    return series
+def tables(m: Mapping, agg: Mapping[str, Mapping]) -> dict[str, str]:
+    """The report's markdown tables: ``main``, ``seeds``, ``params``, ``details``, ``temps``."""
+    judges, picker = _ordered_judges(m), m["setup"]["train_reward"]
+    n_seeds = {a["label"]: sum(r["label"] == a["label"] for r in m["runs"]) for a in m["arms"]}
+
+    def cells(method: str, keys: Sequence[str]) -> list[str]:
+        return [format_ci(agg[method].get(k, NAN_CELL)) for k in keys]
+
+    rm = [f"reward/{j}" for j in judges]
+    wr = [f"win_rate/{j}" for j in judges]
+    label = {"base": "base policy (no training)"}
+    main = [[label.get(k, k), n_seeds.get(k, "-")] + cells(k, rm + wr + ["avg_win_rate"])
+            for k in agg]
+    role = {j: "RM" if j == picker else "RM*" for j in judges}
+    out = {"main": markdown_table(
+        ["method", "seeds"] + [f"{j} mean ({role[j]})" for j in judges]
+        + [f"{j} win rate" for j in judges] + ["avg win rate"], main)}
+    per_seed = [[r["label"], r["seed"]] + [r["flat"].get(k, float("nan")) for k in rm + wr]
+                + [r["flat"].get("avg_win_rate", float("nan"))] for r in m["runs"]]
+    out["seeds"] = markdown_table(["method", "seed"] + [f"{j} mean" for j in judges]
+                                  + [f"{j} win rate" for j in judges] + ["avg win rate"],
+                                  per_seed)
+    out["params"] = markdown_table(
+        ["method", "loss", "parameters (defaults included)", "K > 2 candidates"],
+        [[a["label"], a["loss"], _fmt_params(a["params"]), a["pairing"]] for a in m["arms"]])
+    seen = {a["label"]: sorted({round(h["candidates"], 3) for r in m["runs"]
+                                if r["label"] == a["label"] for h in r.get("history", [])
+                                if "candidates" in h}) for a in m["arms"]}
+    out["details"] = markdown_table(
+        ["method", "KL(pi, pi_ref)", "distinct-2"] + [f"negative flips {j}" for j in judges]
+        + ["final train loss", "candidates per prompt in training steps"],
+        [[label.get(k, k)] + cells(k, ["kl", "distinct_2"])
+         + cells(k, [f"negative_flip/{j}" for j in judges]) + cells(k, ["final_loss"])
+         + [", ".join(f"{v:g}" for v in seen.get(k, [])) or "-"] for k in agg])
+    temps = []
+    for k in agg:
+        recs = ([m["base"]["records"]] if k == "base" else
+                [r["records"] for r in m["runs"] if r["label"] == k])
+        for t in sorted({x["temperature"] for rs in recs for x in rs}):
+            at = [x for rs in recs for x in rs if x["temperature"] == t]
+            cell = aggregate_seeds([_record_flat(x, judges) for x in at])
+            temps.append([label.get(k, k), f"{t:g}", at[0]["samples_per_prompt"]]
+                         + [format_ci(cell.get(c, NAN_CELL)) for c in
+                            rm + wr + ["avg_win_rate", "distinct_2"]])
+    out["temps"] = markdown_table(["method", "T", "samples/prompt"]
+                                  + [f"{j} mean" for j in judges]
+                                  + [f"{j} win rate" for j in judges]
+                                  + ["avg win rate", "distinct-2"], temps)
+    return out
 
 
-def write_compare_report(out: Path, *, meta: dict, runs: Sequence[dict], base: EvalResult,
-                         base_flat: dict, best_of_n: dict, first_scores: Mapping[str, Mapping],
-                         wall_s: float) -> Path:
-    """Write ``report.md``, ``metrics.json`` and the plots of a comparison.
+def _record_flat(rec: Mapping, judges: Sequence[str]) -> dict[str, float]:
+    """One evaluation record's table columns."""
+    out = {f"reward/{j}": rec["mean"].get(j, float("nan")) for j in judges}
+    out.update({f"win_rate/{j}": rec["win_rate"].get(j, float("nan")) for j in judges})
+    out.update(avg_win_rate=rec["avg_win_rate"], distinct_2=rec["distinct"]["2"])
+    return out
+
+
+def _setup(m: Mapping) -> str:
+    s, study = m["setup"], m["study"]
+    pool = s["pool"]
+    ks = ", ".join(f"K={k}: {n} rows" for k, n in pool["k_rows"].items())
+    if s["candidates"] == "pool":
+        data = (f"Offline setting (paper Table 2): every method trained on exactly the "
+                f"candidates of the prepared pool `{s['train_data']}` ({pool['prompts']} "
+                f"prompts, {pool['candidates']} candidates; {ks}; sources "
+                f"{pool['sources']}), scored by `{s['train_reward']}` as the pool or its labels "
+                f"give. No sampler ran while any method trained (samplers alive during "
+                f"training: {_samplers_in_training(m)}); samplers were started after the last "
+                f"training run, for the held-out evaluation only.")
+    elif s["candidates"] == "self_enhance":
+        data = (f"Training prompts: {pool['prompts']} from `{s['train_data']}`; every chain "
+                f"samples its own pools with its current policy (K = {s['num_candidates']}, "
+                "human-written candidates kept).")
+    else:
+        data = (f"One pool for every method: {pool['prompts']} prompts from "
+                f"`{s['train_data']}`, K = {s['num_candidates']} candidates per prompt "
+                f"(human-written ones kept; {ks}) sampled once by the base policy, scored by "
+                f"every reward model.")
+    what = "Methods: losses of the registry."
+    if study.get("kind") == "sweep":
+        what = (f"Sweep of `{study['key']}` over {study['values']} with loss "
+                f"`{m['arms'][0]['loss']}`, run as "
+                + ("the comparison above (one shared pool, one training run per value and "
+                   "seed)." if study.get("runner") == "compare" else
+                   f"Algorithm 1 (self-enhancement, `algorithm.self_enhance`) per value and "
+                   f"seed: {study.get('evolve_steps')} Evolve steps of {study.get('epochs')} "
+                   "epoch(s), each chain from the base policy."))
+    return (f"Base policy `{s['base_policy']}`. {data} {what} Budget per run: {s['epochs']} "
+            f"epoch(s) at lr {s['lr']:g} (unless a method's parameters say otherwise). Seeds "
+            f"(`train.seed`): {', '.join(map(str, m['seeds']))}. Evaluation: {s['prompts']} "
+            f"held-out prompts from `{s['eval_data']}`, the same sampling seed for every "
+            f"policy; the tables use T={s['eval_temperature']:g}"
+            f"{' (greedy)' if s['eval_temperature'] == 0 else ''}. RM = `{s['train_reward']}` "
+            f"(trained on), RM* = the other judges.")
+
+
+def _samplers_in_training(m: Mapping) -> int:
+    spans = [e for e in m["timeline"] if e["event"] == "training"]
+    return max((e["samplers_alive"] for e in spans), default=0)
+
+
+def write_compare_report(out: Path, m: dict) -> Path:
+    """Write ``report.md``, ``metrics.json`` and the plots of a comparison or sweep.
 
     Args:
         out: Output directory.
-        meta: Run description (losses, seeds, judges, train_reward, pool manifest, ...).
-        runs: One dict per (loss, seed) from :func:`lire_ray.studies.compare.run_compare`.
-        base: The base policy's evaluation.
-        base_flat: Its flat metrics.
-        best_of_n: Best-of-n of the base policy on the held-out prompts.
-        first_scores: Per loss, the first seed's held-out scores ``{rm: [P][n]}`` at the
-            first evaluation temperature.
-        wall_s: Wall time.
+        m: The study's metrics (see :func:`lire_ray.studies.compare.run_compare`): ``study``,
+            ``setup``, ``arms``, ``seeds``, ``base``, ``best_of_n``, ``runs``, ``timeline``,
+            ``wall_s``.
 
     Returns:
         The path of ``report.md``.
     """
-    judges, picker, k = meta["judges"], meta["train_reward"], meta["num_candidates"]
-    agg, main, detail = method_tables(meta, runs, base_flat)
-    t = meta["eval_temperature"]
-    pool = meta["pool"]
+    agg = aggregate(m)
+    tb = tables(m, agg)
+    judges = _ordered_judges(m)
+    bon = m["best_of_n"]
+    title = "(paper Tables 4 and 7)" if m["study"].get("kind") == "sweep" else "(paper Table 2)"
     sections = [
-        ("Setup", f"Base policy `{meta['base_policy']}`. One pool for every method: "
-                  f"{pool['num_rows']} prompts from `{meta['train_data']}`, "
-                  f"{pool['num_candidates']} candidates (K = {k} per prompt, human-written "
-                  f"ones kept) sampled by the base policy, scored by every reward model, with "
-                  f"reference log-probs. Same budget for every loss: {meta['epochs']} epoch(s) "
-                  f"at lr {meta['lr']:g}. Seeds: {', '.join(map(str, meta['seeds']))}. "
-                  f"Evaluation: {meta['prompts']} held-out prompts from `{meta['eval_data']}` "
-                  f"at T={t:g}; RM = `{picker}` (trained on), RM* = the other judges."),
-        ("Methods (paper Table 2)", main + f"\n\n{CI_NOTE} {WIN_RATE_NOTE} Average win rate: "
-                                           "mean over the judges."),
-        ("Details", detail + "\n\n" + (KL_NOTE if meta["kl_estimated"] else
-                                       "KL not estimated: sampler.top_p < 1.")
-         + " Negative flips: share of held-out prompts whose reward is strictly lower than "
-           "the base policy's (paper A.8)."),
+        ("Setup", _setup(m)),
+        (f"Methods {title}", tb["main"] + f"\n\n{CI_NOTE} {WIN_RATE_NOTE} Average win rate: "
+                                          "mean over the judges."),
+        ("Per seed", tb["seeds"]),
+        ("Loss parameters and pairing", tb["params"] + "\n\nDPO, IPO and SLiC turn a list of "
+         "K > 2 candidates into pairs by their `pairs` parameter (`best_vs_rest`: the "
+         "highest-reward candidate against every other one; the plain pairwise loss at K = 2)."),
+        ("Details", tb["details"] + f"\n\n{KL_NOTE} distinct-2: distinct word bigrams / all "
+         f"bigrams of the responses. {FLIP_NOTE} The last column lists the mean number of "
+         "candidates per prompt the loss saw in each training step."),
+        ("Every evaluation temperature", tb["temps"] + "\n\nGreedy decoding (T=0) draws one "
+         "response per prompt; T > 0 draws several, all of which enter each cell. Mean ± 95% "
+         "CI over seeds, as above."),
         ("Best-of-n of the base policy (paper sec. 4.4)", markdown_table(
-            ["n"] + [f"win rate {j}" for j in judges] + ["avg win rate"],
+            ["n"] + [f"{j} win rate" for j in judges] + ["avg win rate"],
             [[b["n"]] + [b["win_rate"].get(j, float("nan")) for j in judges]
-             + [b["avg_win_rate"]] for b in best_of_n["results"]])
-         + f"\n\nPicked by `{picker}` among n samples at T={best_of_n['temperature']:g}."),
+             + [b["avg_win_rate"]] for b in bon["results"]])
+         + f"\n\nPicked by `{bon['picker']}` among n samples at T={bon['temperature']:g}."),
     ]
-    made = _plots(out, meta, runs, base, best_of_n, first_scores, agg)
-    metrics = {**meta, "wall_s": wall_s, "table": agg,
-               "base": {"flat": base_flat, "temperatures": base.records, "kl": base.kl},
-               "runs": [{k2: v for k2, v in r.items() if k2 != "history"} for r in runs],
-               "best_of_n": best_of_n,
-               "estimators": {"ci": CI_NOTE, "win_rate": WIN_RATE_NOTE, "kl": KL_NOTE},
-               "plots": [str(p.relative_to(out)) for _, p in made]}
-    sections.append(("Run", f"Wall time {wall_s:.0f} s. Pool: `pool/`; checkpoints: "
-                            f"`checkpoints/<loss>-s<seed>/`; per-run results: `runs.jsonl`; "
-                            f"every number above: `metrics.json`."))
-    return write_report(out, title="lire-ray method comparison", sections=sections,
-                        metrics=metrics, plots=made)
+    made = _plots(out, m, agg)
+    sections.append(("Run", f"Wall time {m['wall_s']:.0f} s. Pool: `pool/`; checkpoints: "
+                            f"`checkpoints/<method>-s<seed>/`; every number above and every "
+                            f"figure's data: `metrics.json` (`python jobs/compare.py "
+                            f"--report-only output=DIR` redraws them)."))
+    metrics = {**m, "table": agg, "plots": [str(p.relative_to(out)) for _, p in made],
+               "estimators": {"ci": CI_NOTE, "win_rate": WIN_RATE_NOTE, "kl": KL_NOTE}}
+    kind = "parameter sweep" if m["study"].get("kind") == "sweep" else "method comparison"
+    return write_report(out, title=f"lire-ray {kind}", sections=sections, metrics=metrics,
+                        plots=made)
 
 
-def _plots(out: Path, meta: dict, runs: Sequence[dict], base: EvalResult, best_of_n: dict,
-           first_scores: Mapping[str, Mapping], agg: Mapping[str, Mapping]
-           ) -> list[tuple[str, Path]]:
-    judges, picker, k = meta["judges"], meta["train_reward"], meta["num_candidates"]
+def rerender(out: Path) -> Path:
+    """Redraw ``report.md`` and the plots from ``out/metrics.json``.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no ``metrics.json``.
+    """
+    m = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("table", "plots", "estimators"):
+        m.pop(key, None)
+    return write_compare_report(Path(out), m)
+
+
+def _frontier(m: Mapping, picker: str) -> dict[str, list[dict]]:
+    series = {"base": [m["base"]["records"]]}
+    for r in m["runs"]:
+        series.setdefault(r["label"], []).append(r["records"])
+    out = {}
+    for method, per_seed in series.items():
+        pts = []
+        for t in sorted({x["temperature"] for recs in per_seed for x in recs}):
+            rs = [x for recs in per_seed for x in recs if x["temperature"] == t]
+            key = "win_rate" if rs[0]["win_rate"] else "mean"
+            pts.append({"temperature": t, "x": _mean([x["divergence"]["value"] for x in rs]),
+                        "y": _mean([x[key].get(picker, float("nan")) for x in rs])})
+        out[method] = pts
+    return out
+
+
+def _plots(out: Path, m: Mapping, agg: Mapping[str, Mapping]) -> list[tuple[str, Path]]:
+    judges, picker = m["setup"]["judges"], _picker(m)
+    k, t = m["setup"]["pool"]["k_max"], m["setup"]["eval_temperature"]
     pdir, made = out / "plots", []
-    t = meta["eval_temperature"]
-    by_method = {"base": [base.records]}
-    for r in runs:
-        by_method.setdefault(r["loss"], []).append(r["records"])
-    has_wr = bool(base.records[0]["win_rate"])
+    has_wr = bool(m["base"]["records"][0]["win_rate"])
     made.append(("reward-KL frontier over sampling temperatures, mean over seeds "
                  "(paper Fig. 5)", plots.plot_frontier(
-                     _frontier(by_method, picker), pdir / "frontier.png",
+                     _frontier(m, picker), pdir / "frontier.png",
                      ylabel=f"win rate vs human ({picker})" if has_wr
                      else f"mean reward ({picker})")))
     if has_wr:
         for j in judges:
             made.append((f"win rate judged by {j}: Best-of-n of the base policy vs n, and each "
-                         f"method trained on K={k} candidates (paper Fig. 4)",
-                         plots.plot_win_rate_vs_k(
+                         f"method (paper Fig. 4)", plots.plot_win_rate_vs_k(
                              {"Best-of-n (base policy)": [(b["n"], b["win_rate"][j])
-                                                          for b in best_of_n["results"]]},
+                                                          for b in m["best_of_n"]["results"]]},
                              pdir / f"win_rate_vs_k_{j}.png",
-                             points={m: (k, cells[f"win_rate/{j}"]["mean"])
-                                     for m, cells in agg.items() if m != "base"},
+                             points={meth: (k, cells[f"win_rate/{j}"]["mean"])
+                                     for meth, cells in agg.items() if meth != "base"},
                              ylabel=f"win rate vs human ({j})")))
-    if runs:
+    if any(r.get("history") for r in m["runs"]):
         made.append(("training loss per step of every run", plots.plot_training_curves(
-            {f"{r['loss']}/s{r['seed']}": r["history"] for r in runs}, pdir / "training.png",
-            keys=("loss", "grad_norm"))))
-    before = first_samples(base.generation(t).scores)[picker]
-    for loss, scores in first_scores.items():
-        made.append((f"{picker} reward per held-out prompt, base vs {loss} (first seed, T={t:g}; "
-                     "paper Fig. 7)", plots.plot_reward_distribution(
-                         before, first_samples(scores)[picker], pdir / f"reward_{loss}.png",
-                         title=f"held-out reward ({picker}): base vs {loss}")))
+            {f"{r['label']}/s{r['seed']}": r["history"] for r in m["runs"]},
+            pdir / "training.png", keys=("loss", "grad_norm"))))
+    first: dict[str, dict] = {}
+    for r in m["runs"]:
+        first.setdefault(r["label"], r)
+    before = m["base"]["first_scores"]
+    for label, r in first.items():
+        slug = "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
+        made.append((f"{picker} reward per held-out prompt, base vs {label} (seed {r['seed']}, "
+                     f"T={t:g}; paper Fig. 7)", plots.plot_reward_distribution(
+                         before[picker], r["first_scores"][picker],
+                         pdir / f"reward_{slug}.png",
+                         title=f"held-out reward ({picker}): base vs {label}")))
+        for j in _held_out(m):
+            made.append((f"{j} score per held-out prompt before (base) and after ({label}, "
+                         f"seed {r['seed']}, T={t:g}); red: negative flips (paper Fig. 8)",
+                         plots.plot_before_after(before[j], r["first_scores"][j],
+                                                 pdir / f"before_after_{slug}_{j}.png",
+                                                 title=f"{j}: base vs {label}")))
     return made

@@ -240,6 +240,12 @@ def _plots(out: Path, meta: dict, base: EvalResult, policy: EvalResult, best_of_
                      "paper Fig. 7)", plots.plot_reward_distribution(
                          before[j], after[j], pdir / f"reward_{j}.png",
                          title=f"held-out reward ({j})")))
+        if meta["policy_path"]:
+            made.append((f"{j} score per held-out prompt before (base) and after ({label}), "
+                         f"T={t_first:g}; red: negative flips (paper Fig. 8)",
+                         plots.plot_before_after(before[j], after[j],
+                                                 pdir / f"before_after_{j}.png",
+                                                 title=f"{j}: base vs {label}")))
     has_wr = bool(base.records[0]["win_rate"])
     series = {"base": _frontier_points(base, picker)}
     if meta["policy_path"]:

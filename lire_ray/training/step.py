@@ -87,7 +87,9 @@ def loss_inputs(groups: Sequence[TokenizedGroup], seq: SeqLogps, *,
 
     Returns:
         ``rewards`` [B, K_max] float, ``mask`` [B, K_max] bool, ``lengths`` [B, K_max] long,
-        ``human_mask`` [B, K_max] bool (or None when a group has no source information), and
+        ``human_mask`` [B, K_max] bool marking each prompt's human reference answer (all its
+        human-written candidates where a group names no reference; None when a group has no
+        source information), and
         ``ref_logps`` [B, K_max] float (or None when the loss does not need it).
 
     Raises:
@@ -114,8 +116,11 @@ def loss_inputs(groups: Sequence[TokenizedGroup], seq: SeqLogps, *,
     human = None
     is_human = [g.is_human for g in groups if g.is_human is not None]
     if len(is_human) == len(groups):
-        human = _pad([[float(h) for h in flags] for flags in is_human], k_max, device).bool()
-        human &= seq.mask
+        # The SFT target "human" is the human reference answer (the labelled preferred one),
+        # not any human-written candidate: HH rows hold two human answers, one rejected.
+        flags = [[float(h and (g.human_reference is None or j == g.human_reference))
+                  for j, h in enumerate(g.is_human or ())] for g in groups]
+        human = _pad(flags, k_max, device).bool() & seq.mask
     return {"rewards": _pad(rewards, k_max, device), "mask": seq.mask,
             "lengths": seq.lengths, "human_mask": human, "ref_logps": ref}
 
