@@ -280,7 +280,9 @@ class RayConfig(_Strict):
     @field_validator("forward_env")
     @classmethod
     def _env_names(cls, value: list[str]) -> list[str]:
-        bad = [n for n in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+        # Only what precedes '=' is shown: a mistaken NAME=value must not print the value.
+        bad = [n.partition("=")[0] + ("=..." if "=" in n else "") for n in value
+               if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
         if bad:
             raise ValueError(f"not environment variable names: {bad} (give names, not "
                              "NAME=value: values are taken from the driver's environment)")
