@@ -79,6 +79,9 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
                              info.dashboard_url or None)
         except (ConnectionError, RuntimeError):
             pass
+        # Ray's runtime-env agent logs each runtime env, forwarded values included, at INFO
+        # into the session's logs; its processes read their log level from here.
+        os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
         info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=True,
                         dashboard_host=cfg.dashboard_host, **kwargs)
         # Helper processes Ray Train spawns look the cluster up by address; pin it so that
