@@ -25,6 +25,7 @@ class TrainerCoordinator:
         self._rows: dict[int, dict[int, list]] = {}
         self._finished: dict[int, dict[int, dict]] = {}
         self._checkpoints: dict[int, str] = {}
+        self._logs: list[tuple[dict, int, str]] = []
 
     def submit(self, command: dict[str, Any], world_size: int) -> None:
         """Ask the workers to train Evolve step ``command["version"]``."""
@@ -72,6 +73,15 @@ class TrainerCoordinator:
     def checkpoints(self) -> dict[int, str]:
         """The complete policy checkpoints, by step."""
         return dict(self._checkpoints)
+
+    def log(self, record: dict, step: int, prefix: str) -> None:
+        """Queue a metric record (rank 0's per-optimizer-step metrics) for the driver."""
+        self._logs.append((record, step, prefix))
+
+    def drain(self) -> list[tuple[dict, int, str]]:
+        """The queued metric records, oldest first; the queue is emptied."""
+        out, self._logs = self._logs, []
+        return out
 
     def ping(self) -> str:
         return "coordinator"

@@ -16,7 +16,10 @@ It runs, in order:
    tolerances, and every variant's loss / log-prob / gradient error against a float32 step on
    a copy of the same weights (lire-ray must be as accurate as the naive bf16 step);
 3. the loss-vs-K bench on the GPU; the Hugging Face sampler bench only where pydantic (the
-   recipe schema) can be imported.
+   recipe schema) can be imported;
+4. the weight-sync bench (:mod:`bench.weight_sync`): a Qwen2-0.5B-shaped bf16 policy snapshot,
+   cut into layer buckets and loaded into a second copy on the GPU (and into a vLLM engine
+   where vLLM is installed), the resident trainer's path to the samplers. Target: <= 1 s.
 
 Exit status 1 if an agreement check fails. Targets (shared-prefix vs naive): >= 2.5x
 candidate-tokens/s and <= 9 GiB peak memory.
@@ -56,6 +59,7 @@ from bench.step import (  # noqa: E402
 )
 
 TARGET_SPEEDUP = 2.5
+TARGET_SYNC_S = 1.0
 TARGET_PEAK_GIB = 9.0
 #: A bf16 lire-ray step may be at most this many times further from the float32 step than the
 #: naive bf16 step is.
@@ -198,7 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.environ.get("OUT"), help="output folder (default $OUT)")
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--skip", default="", help="comma list of sections to skip: "
-                   "step_fp32_check,step,step_ckpt,loss,sampler")
+                   "step_fp32_check,step,step_ckpt,loss,sampler,weight_sync")
     args = p.parse_args(argv)
     small = args.small or args.device == "cpu"
     skip = {x.strip() for x in args.skip.split(",") if x.strip()}
@@ -243,6 +247,16 @@ def main(argv=None) -> int:
     holder.clear()
     save()
     _guard("loss", lambda: run_loss_bench(device=dev), res, skip)
+
+    def weight_sync():
+        from bench.weight_sync import run_weight_sync_bench
+
+        model, _ = shapes.qwen2(layout, dtype=torch.bfloat16, device=dev)
+        out = run_weight_sync_bench(model, device=dev, repeats=1 if small else 3)
+        out["target_s"], out["target_met"] = TARGET_SYNC_S, out["total_s"] <= TARGET_SYNC_S
+        return out
+
+    _guard("weight_sync", weight_sync, res, skip)
     _guard("sampler", lambda: _hf_sampler(dev), res, skip)
     save()
     failed = doc["agreement_failed"]

@@ -13,6 +13,7 @@ from bench.overlap import overlap_markdown
 from bench.resident import resident_markdown
 from bench.sampler import sampler_markdown
 from bench.step import step_markdown
+from bench.weight_sync import weight_sync_markdown
 
 SECTIONS = {
     "step_fp32_check": ("Training step, float32 agreement check", step_markdown),
@@ -24,6 +25,8 @@ SECTIONS = {
                 overlap_markdown),
     "resident": ("Resident trainer group vs one Ray Train run per Evolve step",
                  resident_markdown),
+    "weight_sync": ("Weight sync: trainer snapshot to a sampler's model, from memory",
+                    weight_sync_markdown),
 }
 
 

@@ -21,6 +21,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # First, even when PYTHONPATH names the root already: Python puts this script's directory
@@ -245,17 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     sections = [args.what] if args.what != "all" else \
         [s for s in SECTIONS if s not in JOB_SECTIONS or getattr(args, JOB_SECTIONS[s])]
     command = "python jobs/bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    doc = {"command": command, "machine": machine_info(args.device), "results": {}}
+    results: dict[str, Any] = {}
+    doc = {"command": command, "machine": machine_info(args.device), "results": results}
     for section in sections:
         print(f"running {section} ...", file=sys.stderr, flush=True)
-        doc["results"][section] = RUNNERS[section](args)
+        results[section] = RUNNERS[section](args)
         if args.out:
             write_json(args.out, doc)  # after every section, so a late failure keeps the rest
     if args.markdown:
         print(render(doc))
     elif not args.out:
         print(json.dumps(doc, indent=2, default=str))
-    step = doc["results"].get("step")
+    step = results.get("step")
     return 1 if step is not None and not step["agreement_ok"] else 0
 
 

@@ -69,9 +69,9 @@ def main(args) -> int:
 
     reclaim_overrides(args)
     args.overrides, opts = take_job_options(args.overrides, ("output",))
-    output = opts.get("output")
     recipe = parse_recipe(args)
-    output = confine_output(recipe.run.dir, output or ("grid" if args.grid else "compare"))
+    output = confine_output(recipe.run.dir,
+                            opts.get("output") or ("grid" if args.grid else "compare"))
     check_eval_recipe(recipe)
     check_tokenizers(resolve_policy(recipe), recipe.model.reference,
                      trust_remote_code=recipe.model.trust_remote_code)

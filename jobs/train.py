@@ -13,7 +13,9 @@ Short keys: ``data=`` means ``data.train=`` (a pool directory written by ``jobs/
 or a self-enhancement run), ``loss=`` means ``loss.name=``, and ``output=DIR`` names the
 checkpoint directory relative to ``run.dir`` (default ``checkpoints/train``). The pool is
 shuffled once with ``train.seed`` and cut to ``data.max_prompts`` rows when that is set; the
-training reward is ``evolve.train_reward`` (or the pool's only reward model).
+training reward is ``evolve.train_reward`` (or the pool's only reward model), whose scores the
+pool must have, unless it is of ``kind: label``: then the data's own preferences are the
+reward (``configs/tiny-labels.yaml``), so preference pairs train with no reward model.
 
 The job joins the Ray cluster it finds (``RAY_ADDRESS``, set by ``ray job submit``, or one
 started with ``ray start``) or starts a local one (``ray.num_cpus`` CPUs, dashboard on
@@ -27,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.errors import ConfigError, RunDirError
+from lire_ray.errors import RunDirError
 from lire_ray.rundir import COMPLETE_MARKER, confine_output
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
@@ -36,9 +38,10 @@ RUN_NAME = "train"
 
 
 def main(args) -> int:
-    from lire_ray.inputs import resolve_policy
+    import ray.data
+
+    from lire_ray.inputs import load_training_pool, resolve_policy
     from lire_ray.models import check_tokenizers
-    from lire_ray.pool import read_pool_dataset, verify_pool
     from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 
@@ -46,13 +49,8 @@ def main(args) -> int:
     output = opts.get("output", DEFAULT_OUTPUT)
     recipe = parse_recipe(args, aliases=ALIASES)
     pool = recipe.data.train
-    if pool.startswith("builtin:"):
-        raise ConfigError(f"data.train is '{pool}', a prompt set without candidates; train.py "
-                          "needs a pool directory (data=PATH), e.g. from jobs/prepare.py")
-    manifest = verify_pool(pool)
-    num_prompts = manifest["num_rows"]
-    if recipe.data.max_prompts is not None:
-        num_prompts = min(num_prompts, recipe.data.max_prompts)
+    table = load_training_pool(recipe, pool)  # checked before Ray starts
+    num_prompts = table.num_rows
     run_dir = Path(recipe.run.dir).resolve()
     out = confine_output(run_dir, output)
     storage = run_dir / "ray_train"
@@ -70,9 +68,7 @@ def main(args) -> int:
     try:
         print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "
               f"Ray dashboard: {handle.dashboard_url or 'n/a'}", flush=True)
-        dataset = read_pool_dataset(pool).random_shuffle(seed=recipe.train.seed)
-        if num_prompts < manifest["num_rows"]:
-            dataset = dataset.limit(num_prompts)
+        dataset = ray.data.from_arrow(table)
         trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME)
         result = trainer.fit(dataset, num_prompts=num_prompts, init=PolicyInit(init_model),
                              output_dir=str(out), epochs=recipe.train.epochs)

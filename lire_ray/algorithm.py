@@ -32,6 +32,7 @@ from lire_ray.rundir import RunDir
 from lire_ray.runtime import PoolBuilder, ResidentTrainerGroup, RoleGroup, TrainerGroup, telemetry
 from lire_ray.timing import overlap_seconds
 from lire_ray.training.checkpoint import ADAPTER_DIR
+from lire_ray.training.loggers import MetricSink
 from lire_ray.training.result import PolicyInit, policy_in
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Chain:
             each new policy to the samplers from memory); :func:`self_enhance` closes it.
         base: The initial policy (the base of LoRA adapters).
         norm: The frozen reward normalisation in use (recorded in every pool's manifest).
+        sink: The run's experiment: every Evolve step's metrics are logged there (``evolve/``)
+            at the step's last global optimizer step; None logs nothing.
     """
 
     recipe: Recipe
@@ -61,6 +64,7 @@ class Chain:
     trainer: TrainerGroup | ResidentTrainerGroup
     base: str
     norm: dict
+    sink: MetricSink | None = None
 
 
 def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | None = None
@@ -108,6 +112,8 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
             record = _record(step, pool, feed.presampled, train_span, result)
             _mark_checkpointed(chain, state)
             rundir.append_metrics({"event": "evolve_step", **record})
+            if chain.sink is not None:
+                chain.sink.log(record, global_step(result.history, step), "evolve")
             telemetry.export_step({**record, "pool_candidates": record["candidates"],
                                    "tokens_per_s": result.metrics.get("tokens_per_s")},
                                   run=rundir.root.name)
@@ -122,6 +128,11 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
         chain.trainer.close()  # a resident run finishes its pending checkpoints first
     _mark_checkpointed(chain, state)
     return policy
+
+
+def global_step(history: list[dict], default: int) -> int:
+    """The global optimizer step reached at the end of a training history."""
+    return int(history[-1].get("step", default)) if history else default
 
 
 def _serve(chain: Chain, result, step: int) -> PolicyInit:

@@ -44,8 +44,13 @@ def job_parser(description: str, *, epilog: str | None = None) -> argparse.Argum
 
 
 def parse_recipe(args: argparse.Namespace, aliases: dict[str, str] | None = None) -> Recipe:
-    """Load the recipe named by ``args.config`` with ``args.overrides`` applied."""
-    return load_recipe(args.config, args.overrides, aliases=aliases)
+    """Load the recipe named by ``args.config`` with ``args.overrides`` applied (and show
+    third-party logs when it says ``run.verbose``)."""
+    recipe = load_recipe(args.config, args.overrides, aliases=aliases)
+    if recipe.run.verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        quiet_third_party(False)
+    return recipe
 
 
 def take_job_options(overrides: list[str], names: tuple[str, ...],
@@ -78,13 +83,28 @@ def take_job_options(overrides: list[str], names: tuple[str, ...],
     return rest, opts
 
 
+#: Set (to "1") when third-party INFO logs are wanted; read by the runtime for its processes.
+VERBOSE_ENV = "LIRE_VERBOSE"
+#: Loggers of other libraries kept at WARNING unless verbose.
+THIRD_PARTY = ("urllib3", "filelock", "matplotlib", "httpx", "ray.data", "ray.train", "vllm",
+               "DeepSpeed", "deepspeed", "transformers")
+
+
+def quiet_third_party(quiet: bool) -> None:
+    """Keep other libraries' loggers in this process at WARNING (``quiet``) or let them log."""
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+
+
 def setup_logging(debug: bool) -> None:
-    """Log lines with a timestamp to stderr; DEBUG with ``--debug``."""
+    """Log lines with a timestamp to stderr; DEBUG with ``--debug``, which also shows the
+    INFO logs of vLLM, Ray Data, Ray Train, DeepSpeed and transformers (else hidden)."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("urllib3", "filelock", "matplotlib", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if debug:
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_third_party(not debug and os.environ.get(VERBOSE_ENV) != "1")
     if not debug:
         # Per-file progress bars of tiny local loads only bury the job's own progress lines.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -154,6 +154,15 @@ class LossConfig(_Strict):
                                    description="Keyword parameters of the loss, e.g. temperature.")
 
 
+class TrackingConfig(_Strict):
+    """How a run appears in the experiment tracker chosen by ``train.logger``."""
+
+    project: str = Field("lire-ray", description="W&B project / MLflow experiment.")
+    entity: str | None = Field(None, description="W&B entity (team or user).")
+    name: str | None = Field(None, description="Run name; default: the run directory's name.")
+    tags: list[str] = Field(default_factory=list)
+
+
 class TrainConfig(_Strict):
     """Optimisation (paper sec. 4.2: cosine decay, LoRA + ZeRO-2)."""
 
@@ -173,7 +182,11 @@ class TrainConfig(_Strict):
     packing: Literal["shared_prefix", "padded"] = "shared_prefix"
     logprob_chunk_size: int = Field(1024, gt=0, description="lm_head positions per chunk.")
     gradient_checkpointing: bool = False
-    logger: Literal["tensorboard", "wandb", "mlflow", "none"] = "tensorboard"
+    logger: Literal["tensorboard", "wandb", "mlflow", "none"] = Field(
+        "tensorboard", description="Experiment tracker: one experiment per run (training, "
+        "Evolve-step and held-out metrics against one global step); W&B offline with "
+        "WANDB_MODE=offline.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     resident: bool = Field(True, description="Self-enhancement keeps one Ray Train run (the "
                            "DeepSpeed workers and the model) for every Evolve step and sends each "
                            "new policy to the samplers from memory; false starts a run per step "
@@ -309,6 +322,9 @@ class RunConfig(_Strict):
     seed: int = Field(0, description="The run's seed: the default of sampler.seed (sampling "
                       "and evaluation) and train.seed (data order, adapter initialisation) "
                       "where the recipe does not set them itself.")
+    verbose: bool = Field(False, description="Show the INFO logs of vLLM, Ray Data, Ray Train, "
+                          "DeepSpeed and transformers (hidden by default; --debug shows them "
+                          "too).")
 
 
 class Recipe(_Strict):

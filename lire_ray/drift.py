@@ -4,7 +4,7 @@ A run directory's ``config.yaml`` is the resolved recipe the run started with. A
 (``run.resume=true``) whose recipe differs from it would mix two experiments in one set of
 pools, checkpoints and reports, so :func:`check_resume` refuses it and lists every differing key,
 unless each difference is one the run can continue with (:data:`CONTINUABLE`): more Evolve
-steps, where logs go, resources and placement, how to reach Ray. Those are accepted,
+steps, logging and experiment tracking, resources and placement, how to reach Ray. Those are accepted,
 appended to ``config_history.jsonl`` (one JSON object per resume that changed something: time,
 and each key's old and new value) and ``config.yaml`` is rewritten with the new recipe by
 :func:`record_changes`.
@@ -38,7 +38,8 @@ from lire_ray.rundir import RunDir
 CONTINUABLE = (
     "evolve.steps",
     "train.logger",
-    "train.logger.*",
+    "train.tracking.*",
+    "run.verbose",
     "resources.*",
     "ray.*",
     "sampler.sleep_level",

@@ -86,3 +86,64 @@ def source_metadata(spec: str) -> dict:
     if spec.startswith("builtin:"):
         return {}
     return dict(read_manifest(spec).get("metadata") or {})
+
+
+def load_training_pool(recipe: Recipe, spec: str):
+    """A prepared pool ready for single-stage training: checked, scored by the training reward,
+    shuffled with ``train.seed`` and cut to ``data.max_prompts`` rows.
+
+    Rows are trained on their own candidates, so a pool must have some for every prompt, and
+    scores of the training reward (``evolve.train_reward``, or the pool's only one). A training
+    reward of ``kind: label`` (the data's own preference) is computed here when the pool lacks
+    it, so preference data trains with no reward model at all.
+
+    Args:
+        recipe: The recipe (rewards, ``evolve.train_reward``, ``train.seed``,
+            ``data.max_prompts``).
+        spec: The pool directory.
+
+    Returns:
+        An Arrow table of pool rows.
+
+    Raises:
+        ConfigError: A ``builtin:`` prompt set, or the training reward's scores are not in the
+            pool (names the ones it has).
+        DataError: Prompt-only rows (names how many and the first ids), or a label reward that
+            a row cannot give (no preferred candidate nor labels).
+        PoolIntegrityError: The pool does not match its manifest.
+    """
+    import numpy as np
+
+    from lire_ray.pool import read_manifest, rows_to_table
+
+    if spec.startswith("builtin:"):
+        raise ConfigError(f"'{spec}' is a prompt set without candidates; training needs a pool "
+                          "directory (data=PATH), e.g. from jobs/prepare.py")
+    table = read_pool(spec)
+    empty = [pid for pid, n in zip(table.column("prompt_id").to_pylist(),
+                                   (len(r) for r in table.column("responses").to_pylist()))
+             if n == 0]
+    if empty:
+        raise DataError(f"{len(empty)} prompt-only row(s) (no candidates), e.g. {empty[:3]}: "
+                        "single-stage training needs candidates; sample them first "
+                        "(jobs/sample.py) or run self-enhancement (jobs/self_enhance.py)",
+                        source=spec, field="responses")
+    have = read_manifest(spec)["reward_models"]
+    name = recipe.train_reward_name
+    if name is None and len(have) != 1:
+        raise ConfigError(f"the pool {spec} has scores from {have or 'no reward model'}; name "
+                          "the one to train on (evolve.train_reward) or add a reward model")
+    if name is not None and name not in have:
+        cfg = next((rm for rm in recipe.rewards if rm.name == name), None)
+        if cfg is None or cfg.kind != "label":
+            raise ConfigError(f"the recipe trains on reward '{name}', but the pool {spec} has "
+                              f"scores from {have or 'no reward model'}: score it first "
+                              "(jobs/score.py), set evolve.train_reward to one of those, or "
+                              "train on the data's preferences with a reward of kind label")
+        from lire_ray.rewards import RewardSet
+
+        table = rows_to_table(RewardSet([cfg]).score_rows(table_to_rows(table)), source=spec)
+    order = np.random.default_rng(recipe.train.seed).permutation(table.num_rows)
+    if recipe.data.max_prompts is not None:
+        order = order[:recipe.data.max_prompts]
+    return table.take(order)

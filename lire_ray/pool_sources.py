@@ -110,7 +110,7 @@ class StreamedPools:
         busy = busy_intervals(parts / TIMING_DIR) if (parts / TIMING_DIR).is_dir() else []
         shutil.rmtree(parts, ignore_errors=True)
         rows = table_to_rows(read_pool(self.rundir.pool_dir(step)))
-        stats = pool_stats(rows, self.recipe.train_reward_name, step)
+        stats = pool_stats(rows, self.recipe.train_reward_name or "", step)
         if stats["max_staleness_seen"] > self.recipe.evolve.max_staleness:
             raise DataError(f"pool e{step} holds candidates {stats['max_staleness_seen']} policy "
                             f"versions old; evolve.max_staleness is "

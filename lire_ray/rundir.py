@@ -41,7 +41,7 @@ COMPLETE_MARKER = "COMPLETE"
 #: sub-directories of ``pools/``, ``checkpoints/`` and ``ray_train/`` it owns.
 RUN_TOP = ("config.yaml", "config_history.jsonl", "state.json", "metrics.jsonl", "metrics.json",
            "report.md", "summary.txt", "plots", "served_policy.json", "reward_norm.json",
-           "eval_*.json")
+           "eval_*.json", "tracking")
 RUN_NESTED = {"pools": ("e[0-9]*", ".e[0-9]*"), "checkpoints": ("e[0-9]*",),
               "ray_train": ("policy*", "tensorboard")}
 

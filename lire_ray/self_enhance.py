@@ -26,6 +26,7 @@ from lire_ray.run_report import write_run_report
 from lire_ray.rundir import RunDir
 from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
+from lire_ray.training.loggers import MetricSink
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def run(recipe: Recipe) -> Path:
     roles_needed = ("sampler", "reward") + (("reference",) if reference else ())
 
     handle = connect(recipe.ray)
-    roles = None
+    roles, sink = None, None
     try:
         check_feasible(recipe.resources, roles_needed)
         rundir.create(recipe.to_yaml())
@@ -71,8 +72,9 @@ def run(recipe: Recipe) -> Path:
         roles = RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, rundir.root),
                           policy=policy, rewards=True, reference=reference,
                           state_dir=rundir.root)
+        sink = open_experiment(recipe, rundir)
         trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"),
-                               name="policy", roles=roles)
+                               name="policy", roles=roles, sink=sink)
         # Fitted once per run, before anything is scored, so every score uses the same scale.
         norm = roles.normalisation(train_rows)
         evaluator = (Evaluator(recipe, roles, eval_rows,
@@ -80,15 +82,49 @@ def run(recipe: Recipe) -> Path:
                                                         .trust_remote_code))
                      if eval_rows else None)
         before = _cached(rundir, "before", evaluator)
-        chain = algorithm.Chain(recipe, rundir, roles, trainer, base=policy, norm=norm)
+        log_evaluation(sink, before, step=0)
+        chain = algorithm.Chain(recipe, rundir, roles, trainer, base=policy, norm=norm, sink=sink)
         algorithm.self_enhance(chain, train_rows)
         after = _cached(rundir, f"after_e{recipe.evolve.steps}", evaluator)
+        log_evaluation(sink, after, step=_last_global_step(rundir))
     finally:
+        if sink is not None:
+            sink.close()
         if roles is not None:
             roles.stop()
         disconnect(handle)
     return write_run_report(recipe, rundir, before=before, after=after,
                             wall_s=time.time() - t0)
+
+
+def open_experiment(recipe: Recipe, rundir: RunDir) -> MetricSink | None:
+    """The run's experiment in ``train.logger`` (``run.dir/tracking``; a resumed run continues
+    the one recorded in ``run.dir/tracking.json``); None with ``train.logger=none``."""
+    if recipe.train.logger == "none":
+        return None
+    t = recipe.train.tracking
+    return MetricSink(recipe.train.logger, log_dir=rundir.root / "tracking",
+                      run_name=t.name or rundir.root.name, config=recipe.model_dump(mode="json"),
+                      project=t.project, entity=t.entity, tags=t.tags, state_dir=rundir.root)
+
+
+def log_evaluation(sink: MetricSink | None, result: dict | None, *, step: int) -> None:
+    """Log a held-out evaluation per judge and temperature (``eval/T<t>/...``)."""
+    if sink is None or result is None:
+        return
+    for rec in result["records"]:
+        flat = {f"{k}/{rm}": v for k in ("mean", "win_rate") for rm, v in rec[k].items()}
+        flat.update({"avg_win_rate": rec["avg_win_rate"], "kl": rec["divergence"]["value"],
+                     **{f"distinct_{n}": v for n, v in rec["distinct"].items()}})
+        sink.log(flat, step, f"eval/T{rec['temperature']:g}")
+
+
+def _last_global_step(rundir: RunDir) -> int:
+    steps = [json.loads(line) for line in rundir.metrics_path.read_text().splitlines()] \
+        if rundir.metrics_path.is_file() else []
+    hist = [s["final_train_metrics"].get("step", 0) for s in steps
+            if s.get("event") == "evolve_step"]
+    return int(max(hist, default=0))
 
 
 def _cached(rundir: RunDir, name: str, evaluator: Evaluator | None) -> dict | None:

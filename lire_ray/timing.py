@@ -18,17 +18,33 @@ from pathlib import Path
 from lire_ray.atomic import atomic_write_text
 
 
-def record_busy(timing_dir: str | Path | None, role: str, start: float) -> None:
+def record_busy(timing_dir: str | Path | None, role: str, start: float,
+                key: str | None = None) -> None:
     """Record one busy interval of ``role``, from ``start`` until now (wall-clock seconds).
 
     Args:
         timing_dir: Where intervals go; None records nothing.
         role: The stage ("sampler", "reward", "reference").
         start: ``time.time()`` when the batch began.
+        key: The batch's key given to :func:`record_start`, if any.
     """
     if timing_dir:
-        path = Path(timing_dir) / f"{role}-{uuid.uuid4().hex}.json"
+        path = Path(timing_dir) / f"{role}-{key or uuid.uuid4().hex}.json"
         atomic_write_text(path, json.dumps({"role": role, "start": start, "end": time.time()}))
+
+
+def record_start(timing_dir: str | Path | None, role: str, key: str) -> None:
+    """Mark that a batch of ``role`` (identified by ``key``) started; :func:`record_busy` with
+    the same key marks it done. A start without its end is a batch in flight."""
+    if timing_dir:
+        atomic_write_text(Path(timing_dir) / f"{role}-{key}.start", str(time.time()))
+
+
+def in_flight(timing_dir: str | Path, role: str) -> list[str]:
+    """Keys of the batches of ``role`` started and not yet done."""
+    done = {p.stem for p in Path(timing_dir).glob(f"{role}-*.json")}
+    return [p.stem[len(role) + 1:] for p in Path(timing_dir).glob(f"{role}-*.start")
+            if p.stem not in done]
 
 
 def busy_intervals(timing_dir: str | Path) -> list[tuple[float, float]]:

@@ -1,8 +1,8 @@
 """Fault injection on a real local Ray cluster: a sampler actor and a trainer worker are killed.
 
-* A sampler actor killed while the candidate stream runs is restarted (``max_restarts``), comes
-  back serving the policy version it served before, its in-flight batch is retried, and the
-  pool holds every prompt exactly once.
+* The vLLM sampler actor killed while it samples a batch is restarted (``max_restarts``), comes
+  back serving the policy version it served before, the batch is retried, and the pool holds
+  every prompt exactly once.
 * A trainer worker killed after the first epoch's checkpoint makes Ray Train restore from that
   checkpoint (``FailureConfig``), and the run completes with a complete checkpoint.
 """
@@ -45,33 +45,51 @@ def _recipe(tmp_path, *extra):
                               f"run.dir={tmp_path / 'run'}", *extra])
 
 
-def test_sampler_killed_mid_stream_is_restarted_and_nothing_is_lost(cluster, policy, tmp_path):
+def test_vllm_sampler_killed_with_a_batch_in_flight_is_restarted_and_nothing_is_lost(
+        cluster, policy, tmp_path):
+    """The vLLM sampler actor is killed while it samples a batch (the stage marked the batch
+    started and not done): Ray restarts the actor, which serves the latest weights again, the
+    interrupted batch is retried to completion, and the pool holds every prompt exactly once."""
     from lire_ray.inputs import load_prompt_rows
     from lire_ray.runtime import PoolBuilder, RoleGroup
+    from lire_ray.runtime.pools import TIMING_DIR
+    from lire_ray.timing import in_flight
     from lire_ray.training.result import PolicyInit
 
-    recipe = _recipe(tmp_path)
+    recipe = _recipe(tmp_path, "sampler.backend=vllm", "sampler.gpu_memory_utilization=0.2")
     rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
     with RoleGroup(recipe, namespace="faults", policy=policy, rewards=True,
                    state_dir=tmp_path / "state") as roles:
         roles.serve(PolicyInit(policy), 1)  # the samplers now serve "version 1"
         parts = tmp_path / "parts"
         builder = PoolBuilder(recipe, roles)
-        stream = builder.stream(rows, parts_dir=parts, evolve_step=2)
         first_pid = ray.get(roles.samplers[0].ping.remote())["pid"]
-        seen = 0
-        for batch in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if seen == 0:  # later batches are still to be sampled: kill the sampler now
-                os.kill(first_pid, signal.SIGKILL)
-            seen += batch.num_rows
+        interrupted: list[str] = []
+
+        def kill_during_a_batch():
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                started = in_flight(parts / TIMING_DIR, "sampler") \
+                    if (parts / TIMING_DIR).is_dir() else []
+                if started:
+                    os.kill(first_pid, signal.SIGKILL)
+                    interrupted.extend(started)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_during_a_batch, daemon=True)
+        killer.start()
+        builder.run(rows, parts_dir=parts, evolve_step=2)
+        killer.join(timeout=5)
+        assert interrupted, "no batch was in flight when the sampler was to be killed"
         info = ray.get(roles.samplers[0].ping.remote())
         assert info["pid"] != first_pid, "the sampler was not restarted"
         assert info["policy_version"] == 1, "a restarted sampler must serve the latest weights"
+        assert not in_flight(parts / TIMING_DIR, "sampler"), "the interrupted batch never finished"
         builder.finalize(rows, parts_dir=parts, out_dir=tmp_path / "pool")
         pool = table_to_rows(read_pool(tmp_path / "pool"))
         assert sorted(r.prompt_id for r in pool) == sorted(r.prompt_id for r in rows)
         assert all(set(v for v in r.policy_version if v >= 0) == {1} for r in pool)
-        assert seen >= len(rows)
 
 
 def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path):

@@ -30,7 +30,7 @@ from lire_ray.rundir import pool_output_dir
 from lire_ray.runtime.cluster import namespace_for
 from lire_ray.sampling import Candidate, PromptSamples, merge_candidates
 from lire_ray.sampling.rso import rso_seed, select_candidates
-from lire_ray.timing import busy_intervals, overlap_seconds, record_busy
+from lire_ray.timing import busy_intervals, in_flight, overlap_seconds, record_busy, record_start
 
 
 def _samples(texts, versions, prompt_text="rendered"):
@@ -110,6 +110,15 @@ def test_busy_intervals_merge(tmp_path):
     record_busy(str(tmp_path / "new"), "sampler", 1.0)
     assert len(busy_intervals(tmp_path / "new")) == 1
     assert overlap_seconds([(0.0, 3.0), (5.0, 6.0)], (2.0, 5.5)) == pytest.approx(1.5)
+
+
+def test_batches_in_flight_are_those_started_and_not_done(tmp_path):
+    record_start(tmp_path, "sampler", "a")
+    record_start(tmp_path, "sampler", "b")
+    assert sorted(in_flight(tmp_path, "sampler")) == ["a", "b"]
+    record_busy(tmp_path, "sampler", 0.0, "a")
+    assert in_flight(tmp_path, "sampler") == ["b"] and in_flight(tmp_path, "reward") == []
+    assert len(busy_intervals(tmp_path)) == 1  # start markers are not intervals
 
 
 def test_empty_batch_writes_nothing(tmp_path):

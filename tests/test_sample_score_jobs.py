@@ -84,7 +84,7 @@ def _rows(path):
 
 def test_sample_job_writes_k_candidates_per_prompt_with_rso(flow):
     run, out = flow["run"], flow["sample"].stdout
-    assert f"sampled 4/{NUM_PROMPTS} prompts" in out and f"sampled {NUM_PROMPTS}/" in out
+    assert f"sampled: {NUM_PROMPTS}/{NUM_PROMPTS} prompts" in flow["sample"].stderr
     pool = run / "pools" / "sampled"
     assert f"pool: {pool}" in out.strip().splitlines()[-1]
     rows = _rows(pool)
@@ -107,7 +107,7 @@ def test_sample_job_writes_k_candidates_per_prompt_with_rso(flow):
 
 def test_score_job_scores_every_candidate_with_frozen_zscore(flow):
     run, out = flow["run"], flow["score"].stdout
-    assert f"scored {NUM_PROMPTS}/{NUM_PROMPTS} prompts" in out
+    assert f"scored: {NUM_PROMPTS}/{NUM_PROMPTS} prompts" in flow["score"].stderr
     assert f"pool: {run / 'pools' / 'scored'}" in out.strip().splitlines()[-1]
     sampled, scored = _rows(run / "pools" / "sampled"), _rows(run / "pools" / "scored")
     assert sorted(scored) == sorted(sampled)
@@ -163,3 +163,29 @@ def test_score_job_refuses_an_existing_pool_and_writes_nothing(flow):
     _refused(proc, "already exists")
     assert (run / "pools" / "sampled" / "manifest.json").read_bytes() == manifest
     assert {p.name: p.stat().st_mtime_ns for p in (run / "pools").iterdir()} == before
+
+
+def test_sampling_an_hh_pool_records_the_chat_template_prompt(tmp_path, cache):
+    """HH rows carry their dialogue as chat turns; the tiny policy's tokenizer has a chat
+    template, so the sampler conditions on the rendered template (as training does) and the
+    pool records exactly that text as ``prompt_text``."""
+    import json
+
+    from lire_ray.models import load_tokenizer
+
+    run = tmp_path / "run"
+    pool = run / "pools" / "hh"
+    _ok(_run("prepare.py", "--format", "hh", "--input", str(ROOT / "tests" / "fixtures" /
+                                                             "hh.jsonl"), "--output", str(pool)))
+    _ok(_run("sample.py", f"input={pool}", "output=pools/hh-sampled", f"run.dir={run}",
+             f"run.cache_dir={cache}", "data.max_prompts=3", "sampler.backend=hf",
+             "sampler.num_candidates=2", "ray.num_cpus=4", "model.max_prompt_tokens=100",
+             "sampler.max_model_len=200"))
+    tok = load_tokenizer(ensure_tiny_policy(cache))
+    rows = table_to_rows(read_pool(run / "pools" / "hh-sampled"))
+    assert rows and all(r.prompt_messages is not None for r in rows)
+    for row in rows:
+        rendered = tok.apply_chat_template(json.loads(row.prompt_messages), tokenize=False,
+                                           add_generation_prompt=True)
+        assert row.prompt_text == rendered and rendered != row.prompt
+        assert "policy@e0" in row.sources

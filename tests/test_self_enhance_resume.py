@@ -1,10 +1,12 @@
-"""Kill -9 of the main job's driver after its first Evolve step, then ``resume=true``.
+"""Kill -9 of the main job's driver mid-sampling and mid-training, then ``resume=true``.
 
-The run trains a LoRA adapter without merging it (``model.lora.merge_on_save=false``): the
-samplers serve each step's adapter as a vLLM LoRA request on the initial policy, the next step
-keeps training that adapter, and a resumed run picks the adapter up from the checkpoint. The
-training reward is z-score normalised with statistics fitted once, before the first pool, and
-reused by the resumed run.
+The run keeps one resident trainer group, trains a LoRA adapter without merging it
+(``model.lora.merge_on_save=false``: the samplers serve it as a vLLM LoRA request on the initial
+policy), z-score normalises the training reward with statistics fitted once before the first
+pool, and logs to TensorBoard. Each resume must redo no finished work: the prompts of D_1
+already sampled and scored are not sampled again, and training of step 2 continues from its
+last epoch checkpoint. In the end every pool holds each prompt once, every epoch trained on
+each prompt once, and the run is one experiment.
 """
 
 from __future__ import annotations
@@ -12,70 +14,123 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from _selfenhance import BIN, ROOT, check_pools, job_env
+from _selfenhance import ROOT, check_pools, job_env
 
 from lire_ray.demo.reviews import afinn_reward, vader_reward
 from lire_ray.pool import read_pool, table_to_rows
 
 pytestmark = pytest.mark.integration
 
-
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"job exited early with {proc.returncode}")
-        time.sleep(1)
-    raise AssertionError("timed out")
+PROMPTS = 24
 
 
-def test_kill_driver_then_resume(tmp_path):
+def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
+    """Start the job and kill -9 its whole process group (driver and local Ray cluster) as
+    soon as ``predicate()`` holds."""
+    with log.open("w") as fh:
+        proc = subprocess.Popen(args, env=job_env(), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while not predicate():
+                if proc.poll() is not None:
+                    raise AssertionError(f"job exited early with {proc.returncode}: "
+                                         + log.read_text()[-2000:])
+                if time.time() > deadline:
+                    raise AssertionError("timed out waiting for the kill point")
+                time.sleep(0.2)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    time.sleep(2)  # let the killed cluster's processes go
+
+
+def _trusted_parts(parts: Path) -> int:
+    return len(list(parts.glob("part-*.parquet.sha256"))) if parts.is_dir() else 0
+
+
+def _tensorboard_scalars(log_dir: Path) -> dict[str, list[int]]:
+    """``{tag: [steps]}`` from every TensorBoard event file in ``log_dir`` (TFRecord framing:
+    length, crc, event proto, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[int]] = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append(event.step)
+    return out
+
+
+def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "jobs" / "self_enhance.py"), f"run.dir={run}",
-            f"run.cache_dir={tmp_path / 'cache'}", "data.max_prompts=24", "data.eval_prompts=8",
-            "train.epochs=1", "evolve.steps=2", "model.lora.enabled=true",
-            "model.lora.merge_on_save=false", "model.lora.r=8", "model.lora.alpha=16",
-            "rewards.0.normalize=zscore"]
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(args, env=job_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        _wait_for(lambda: (run / "state.json").is_file(), 900, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=job_env(), capture_output=True)
-    state = json.loads((run / "state.json").read_text())
-    assert state["completed"] == [1]
-    first_pool = (run / "pools" / "e1" / "manifest.json").read_bytes()
+            f"run.cache_dir={tmp_path / 'cache'}", f"data.max_prompts={PROMPTS}",
+            "data.eval_prompts=8", "sampler.batch_size=4", "train.epochs=2", "evolve.steps=2",
+            "model.lora.enabled=true", "model.lora.merge_on_save=false", "model.lora.r=8",
+            "model.lora.alpha=16", "rewards.0.normalize=zscore", "train.logger=tensorboard",
+            "ray.address=local"]
+
+    # 1. Killed while D_1 is being sampled: some of its parts are persisted, the pool is not.
+    parts = run / "pools" / ".e1.parts"
+    _run_until(args, tmp_path / "first.log", lambda: _trusted_parts(parts) >= 2)
+    assert not (run / "pools" / "e1").exists()
+    built = {p.name for p in parts.glob("part-*.parquet")}
     norm = json.loads((run / "reward_norm.json").read_text())
 
     refused = subprocess.run(args, env=job_env(), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "resume=true" in refused.stderr
     assert "Traceback" not in refused.stderr
 
+    # 2. Resumed, then killed during Evolve step 2's second epoch.
+    storage = run / "ray_train" / "policy"
+    _run_until(args + ["resume=true"], tmp_path / "second.log",
+               lambda: (storage / "v2-epoch-0001").is_dir())
+    second = (tmp_path / "second.log").read_text()
+    assert "already built" in second, "the resumed run sampled D_1's finished prompts again"
+    assert json.loads((run / "state.json").read_text())["completed"] == [1]
+    first_pool = (run / "pools" / "e1" / "manifest.json").read_bytes()
+    kept = {Path(f["name"]).name for f in json.loads(first_pool)["files"]}
+    assert kept and built, "the pool and the surviving parts must both be there"
+
+    # 3. Resumed again: step 2 continues from its first epoch's checkpoint.
     done = subprocess.run(args + ["resume=true"], env=job_env(), capture_output=True, text=True,
-                          timeout=1200)
+                          timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resumed after epoch 1" in done.stdout + done.stderr
     assert json.loads((run / "state.json").read_text())["completed"] == [1, 2]
     assert (run / "pools" / "e1" / "manifest.json").read_bytes() == first_pool, \
-        "a completed stage must not be redone"
-    check_pools(run, steps=2, num_prompts=24)
+        "a completed pool must not be redone"
+    check_pools(run, steps=2, num_prompts=PROMPTS)
+    for step in (1, 2):
+        history = [json.loads(line) for line in (run / "checkpoints" / f"e{step}" /
+                                                 "train_history.jsonl").read_text().splitlines()]
+        for epoch in (1, 2):
+            trained = sum(h["prompts"] for h in history if h["epoch"] == epoch)
+            assert trained == PROMPTS, (step, epoch, trained)
+
+    # LoRA without merge: every checkpoint is an adapter on the same initial policy.
     infos = [json.loads((run / "checkpoints" / f"e{k}" / "train_info.json").read_text())
              for k in (1, 2)]
     assert [i["full_model"] for i in infos] == [False, False]
     assert not (run / "checkpoints" / "e2" / "model.safetensors").exists()
-    adapter_1 = run.resolve() / "checkpoints" / "e1" / "adapter"
-    assert infos[0]["init_adapter"] is None
-    assert infos[1]["init_adapter"] == str(adapter_1), "step 2 must continue step 1's adapter"
     assert infos[1]["init_model"] == infos[0]["init_model"], "adapters share the initial base"
+    served = json.loads((run / "served_policy.json").read_text())
+    assert served["path"] == str(run.resolve() / "checkpoints" / "e2" / "adapter")
+    assert served["version"] == 2 and served["adapter"] is True
+
     # Frozen normalisation: fitted once, recorded in every pool, applied to every vader score.
     assert set(norm) == {"vader"} and norm["vader"]["std"] > 0
     assert json.loads((run / "reward_norm.json").read_text()) == norm
@@ -85,13 +140,18 @@ def test_kill_driver_then_resume(tmp_path):
         rows = table_to_rows(read_pool(run / "pools" / f"e{step}"))
         prompts = [r.prompt for r in rows for _ in r.responses]
         texts = [t for r in rows for t in r.responses]
-        raw = vader_reward(prompts, texts)
-        stored = [s for r in rows for s in r.rewards["vader"]]
-        expected = [(x - norm["vader"]["mean"]) / norm["vader"]["std"] for x in raw]
-        assert stored == pytest.approx(expected, abs=1e-9)
+        expected = [(x - norm["vader"]["mean"]) / norm["vader"]["std"]
+                    for x in vader_reward(prompts, texts)]
+        assert [s for r in rows for s in r.rewards["vader"]] == pytest.approx(expected, abs=1e-9)
         assert [s for r in rows for s in r.rewards["afinn"]] == \
             pytest.approx(afinn_reward(prompts, texts), abs=1e-9), "afinn is not normalised"
-    served = json.loads((run / "served_policy.json").read_text())
-    assert served == {"path": str(run.resolve() / "checkpoints" / "e2" / "adapter"), "version": 2,
-                      "adapter": True}
     assert not list((run / "pools").glob(".*")), "temporary pool parts left behind"
+
+    # One experiment: training steps of both Evolve steps on one global step axis, the Evolve
+    # steps' metrics and the held-out evaluation before (step 0) and after.
+    scalars = _tensorboard_scalars(run / "tracking")
+    steps = sorted(set(scalars["train/loss"]))
+    assert steps[0] == 1 and len(steps) == 2 * 2 * PROMPTS // 8  # E x I x steps per epoch
+    assert sorted(set(scalars["evolve/policy_reward_mean"])) == [steps[len(steps) // 2 - 1],
+                                                                 steps[-1]]
+    assert sorted(set(scalars["eval/T0/mean/afinn"])) == [0, steps[-1]]

@@ -1,10 +1,13 @@
 """The embedded default policy: a tiny Llama, SFT-ed on locally generated product reviews.
 
 ``ensure_tiny_policy(cache_dir)`` builds it once and caches it: a byte-level BPE tokenizer and a
-random-init Llama (:func:`lire_ray.models.build_tiny_policy`), then a short supervised
-fine-tuning on :func:`lire_ray.demo.reviews.sft_corpus` so that it writes review-like text of
-mixed sentiment. The cache key covers every build setting, so a change rebuilds; the directory
-appears atomically (built under a temporary name, then renamed).
+random-init Llama (:func:`lire_ray.demo.tiny_models.build_tiny_policy`), then a short supervised
+fine-tuning on :func:`lire_ray.demo.reviews.sft_corpus` so that it writes review-like text whose
+sentiment follows the prompt's attribute (greedy: "the finish is great." for a premium product,
+"it is disappointing." for a used one; sampled: the whole grammar, negations and emoticons
+included). The cache key covers every build setting and the generated text itself, so a change
+to either rebuilds; the directory appears atomically (built under a temporary name, then
+renamed). The build takes about 20 s on 2 idle cores (600 SFT steps of 32 reviews).
 """
 
 from __future__ import annotations
@@ -21,12 +24,23 @@ from lire_ray.demo import reviews
 
 log = logging.getLogger(__name__)
 
-BUILD = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
-         "sft_examples": 2560, "sft_epochs": 1, "sft_lr": 4e-3, "sft_batch": 32, "version": 1}
+# vocab_size 1280: the tokenizer saturates at ~1180 entries on the review text, so every word (and
+# every capitalised sentiment word) is one or two tokens and no review exceeds 24 tokens.
+#: Every setting of the build (the cache key hashes them). Integers, but for the learning rate.
+BUILD: dict[str, int] = {"vocab_size": 1280, "hidden_size": 128, "num_layers": 2, "num_heads": 2, "seed": 0,
+                         "sft_examples": 9600, "sft_epochs": 2, "sft_batch": 32, "version": 2}
+SFT_LR = 4e-3
 
 
 def _key() -> str:
-    return hashlib.sha1(json.dumps(BUILD, sort_keys=True).encode()).hexdigest()[:10]
+    """Hash of the build settings and of the generated text itself, so that editing the review
+    grammar (not only ``BUILD``) rebuilds the policy instead of reusing a stale one."""
+    h = hashlib.sha1(json.dumps({**BUILD, "sft_lr": SFT_LR}, sort_keys=True).encode())
+    for line in reviews.tokenizer_corpus():
+        h.update(line.encode())
+    for prompt, response in reviews.sft_corpus(BUILD["sft_examples"], seed=BUILD["seed"]):
+        h.update(f"{prompt}\x00{response}\x00".encode())
+    return h.hexdigest()[:10]
 
 
 def ensure_tiny_policy(cache_dir: str | Path) -> Path:
@@ -68,9 +82,9 @@ def _build(out: Path) -> None:
         p = tok(prompt)["input_ids"]
         r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         examples.append((p, r))
-    opt = torch.optim.AdamW(model.parameters(), lr=BUILD["sft_lr"])
+    opt = torch.optim.AdamW(model.parameters(), lr=SFT_LR)
     steps = BUILD["sft_epochs"] * (len(examples) // BUILD["sft_batch"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=BUILD["sft_lr"], total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=SFT_LR, total_steps=steps)
     model.train()
     gen = torch.Generator().manual_seed(BUILD["seed"])
     step = 0
@@ -100,5 +114,5 @@ def _build(out: Path) -> None:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     shutil.rmtree(base)
-    (out / "tiny_build.json").write_text(json.dumps(BUILD, indent=2))
+    (out / "tiny_build.json").write_text(json.dumps({**BUILD, "sft_lr": SFT_LR}, indent=2))
     log.info("tiny policy built in %.0f s", time.time() - started)

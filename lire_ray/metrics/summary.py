@@ -115,7 +115,7 @@ def flip_rates(after: Scores, before: Scores, judges: Sequence[str]) -> dict[str
     return {j: ev.negative_flip_rate(a[j], b[j]) for j in judges if j in a and j in b}
 
 
-def best_of_n_summary(scores: Scores, human: Mapping[str, Sequence[float]] | None, *,
+def best_of_n_summary(scores: Scores, human: Mapping[str, Sequence[float | None]] | None, *,
                       picker: str, judges: Sequence[str], ns: Sequence[int]) -> list[dict]:
     """Best-of-n of base-policy samples, picked by ``picker`` and judged by every judge.
 

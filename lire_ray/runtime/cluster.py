@@ -16,12 +16,18 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
 from lire_ray.env_forward import ALWAYS_FORWARDED, forwarded_env, submitted_job_env
 from lire_ray.errors import ActorFailure, ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Environment of the actors and workers when third-party INFO logs are hidden (the default).
+QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+             "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
 
 #: Environment variables the driver forwards to every actor and trainer worker (when set);
 #: the recipe's ``ray.forward_env`` adds names.
@@ -56,13 +62,23 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return RayHandle(False, ctx.gcs_address, None)
-    kwargs = {"namespace": cfg.namespace, "log_to_driver": True}
+    import ray.data
+
+    verbose = os.environ.get("LIRE_VERBOSE") == "1"
+    kwargs: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True}
+    if not verbose:
+        kwargs["logging_config"] = ray.LoggingConfig(log_level="WARNING")
+        data_ctx = ray.data.DataContext.get_current()
+        data_ctx.enable_progress_bars = False
+        data_ctx.print_on_execution_start = False
     if runtime_env is None and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
         root = str(Path(__file__).resolve().parents[2])
         env = forwarded_env(cfg.forward_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        if not verbose:
+            env.update(QUIET_ENV)
         runtime_env = {"env_vars": env}
     elif runtime_env is None and submitted_job_env(cfg.forward_env):
         runtime_env = {"env_vars": submitted_job_env(cfg.forward_env)}
@@ -73,25 +89,46 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
         try:
             if address == "local":
                 raise ConnectionError("a new local cluster was asked for")
-            info = ray.init(address="auto", **kwargs)
-            log.info("joined the running Ray cluster at %s", info.address_info.get("address"))
-            return RayHandle(False, info.address_info.get("address", "auto"),
+            info = _init(address="auto", **kwargs)
+            log.info("joined the running Ray cluster at %s", _address_info(info).get("address"))
+            return RayHandle(False, _address_info(info).get("address", "auto"),
                              info.dashboard_url or None)
         except (ConnectionError, RuntimeError):
             pass
         # Ray's runtime-env agent logs each runtime env, forwarded values included, at INFO
         # into the session's logs; its processes read their log level from here.
         os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
-        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=True,
+        info = _init(num_cpus=cfg.num_cpus, include_dashboard=True,
                         dashboard_host=cfg.dashboard_host, **kwargs)
         # Helper processes Ray Train spawns look the cluster up by address; pin it so that
         # another Ray instance on the same machine is never picked by mistake.
-        os.environ["RAY_ADDRESS"] = info.address_info["address"]
+        os.environ["RAY_ADDRESS"] = _address_info(info)["address"]
         log.info("started a local Ray cluster (dashboard: %s)", info.dashboard_url or "off")
-        return RayHandle(True, info.address_info.get("address", "local"),
+        return RayHandle(True, _address_info(info).get("address", "local"),
                          info.dashboard_url or None)
-    info = ray.init(address=address, **kwargs)
+    info = _init(address=address, **kwargs)
     return RayHandle(False, address, info.dashboard_url or None)
+
+
+def _init(**kwargs):
+    """``ray.init``, keeping this process's own logging as it was: Ray's ``logging_config``
+    (which quiets Ray's loggers in every process) also lowers the driver's root logger and adds
+    a handler of its own."""
+    import ray
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return ray.init(**kwargs)
+    finally:
+        root.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+
+
+def _address_info(info: Any) -> dict:
+    """``ray.init``'s ``address_info`` (its context type does not declare it)."""
+    return dict(getattr(info, "address_info", {}) or {})
 
 
 def namespace_for(base: str, *parts: object) -> str:

@@ -14,13 +14,14 @@ trainer delivers those rows first, then the new ones.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.pool import PoolRow, rows_to_table
 from lire_ray.pool.parts import finalize_parts, persisted_ids, trusted_parts
+from lire_ray.progress import Progress
 from lire_ray.runtime.roles import RoleGroup
 from lire_ray.runtime.stages import PartStage, RowStage, RSOSpec, SampleStage
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 TIMING_DIR = ".timing"
 #: Resources of the stream's own tasks: they only move rows between the role actors, which do
 #: the work, so they must not wait for a CPU that a resident trainer worker holds.
-LIGHT = {"num_cpus": 0.01}
+LIGHT_CPUS = 0.01
 
 
 class PoolBuilder:
@@ -70,19 +71,20 @@ class PoolBuilder:
             log.info("%d of %d prompts already built in %s; building the other %d",
                      len(rows) - len(todo), len(rows), parts_dir, len(todo))
         built = [ray.data.read_parquet([str(p) for p in trusted_parts(parts_dir)],
-                                       partitioning=None, **LIGHT)] if done else []
+                                       partitioning=None, num_cpus=LIGHT_CPUS)] if done else []
         if not todo:
             return built[0]
         bs = self.recipe.sampler.batch_size
         table = rows_to_table(todo)
         # One block per sampler batch, so the stages run batches in parallel (no repartition
         # task, which would wait for a whole CPU while the trainer holds its own).
-        ds = ray.data.from_arrow([table.slice(i, bs) for i in range(0, table.num_rows, bs)])
-        common = {"batch_format": "pyarrow", "batch_size": bs, **LIGHT}
+        ds: Any = ray.data.from_arrow([table.slice(i, bs) for i in range(0, table.num_rows, bs)])
+        common: dict[str, Any] = {"batch_format": "pyarrow", "batch_size": bs,
+                                  "num_cpus": LIGHT_CPUS}
         ns, timing = self.roles.namespace, str(parts_dir / TIMING_DIR)
         if self.sample:
             s = self.recipe.sampler
-            rso = (RSOSpec(tuple(self.roles.names("reward")), self.recipe.train_reward_name,
+            rso = (RSOSpec(tuple(self.roles.names("reward")), self.recipe.train_reward_name or "",
                            s.rso.num_samples, s.rso.beta, s.seed)
                    if s.rso.enabled else None)
             ds = ds.map_batches(SampleStage, fn_constructor_args=(self.roles.names("sampler"), ns),
@@ -91,16 +93,18 @@ class PoolBuilder:
                                     "keep_human": self.recipe.evolve.keep_human,
                                     "evolve_step": evolve_step, "timing_dir": timing,
                                     "rso": rso},
-                                concurrency=len(self.roles.samplers), **common)
+                                compute=ray.data.ActorPoolStrategy(size=len(self.roles.samplers)),
+                                **common)
         for on, role, method in ((self.score, "reward", "score_rows"),
                                  (self.reference, "reference", "annotate_rows")):
             if on:
                 ds = ds.map_batches(RowStage, fn_constructor_args=(self.roles.names(role), ns),
                                     fn_constructor_kwargs={"role": role, "method": method,
                                                            "timing_dir": timing},
-                                    concurrency=len(self.roles.handles[role]), **common)
-        ds = ds.map_batches(PartStage, fn_constructor_args=(str(parts_dir),), concurrency=1,
-                            **common)
+                                    compute=ray.data.ActorPoolStrategy(
+                                        size=len(self.roles.handles[role])), **common)
+        ds = ds.map_batches(PartStage, fn_constructor_args=(str(parts_dir),),
+                            compute=ray.data.ActorPoolStrategy(size=1), **common)
         return built[0].union(ds) if built else ds
 
     def run(self, rows: Sequence[PoolRow], *, parts_dir: str | Path, evolve_step: int = 1,
@@ -114,15 +118,12 @@ class PoolBuilder:
             what: The progress lines' verb.
             stop: Polled between batches; True stops early (a batch in flight completes).
         """
-        total, done, t0 = len(rows), 0, time.time()
+        progress = Progress(what, len(rows), "prompts")
         for batch in self.stream(rows, parts_dir=parts_dir, evolve_step=evolve_step) \
                 .iter_batches(batch_size=None, batch_format="pyarrow"):
             if stop is not None and stop():
                 return
-            done += batch.num_rows
-            rate = done / max(time.time() - t0, 1e-9)
-            log.info("%s %d/%d prompts (%.1f prompts/s, ETA %.0f s)", what, done, total, rate,
-                     (total - done) / rate if rate else float("nan"))
+            progress.update(batch.num_rows)
 
     @staticmethod
     def finalize(rows: Sequence[PoolRow], *, parts_dir: str | Path, out_dir: str | Path,

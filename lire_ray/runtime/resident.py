@@ -34,8 +34,10 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.progress import Progress
 from lire_ray.training.data import deal
-from lire_ray.training.engine import rows_per_worker
+from lire_ray.training.engine import rows_per_worker, steps_per_epoch
+from lire_ray.training.loggers import ForwardingSink
 from lire_ray.training.result import PolicyInit, TrainResult
 from lire_ray.training.worker import TrainingRun, WorkerSpec
 
@@ -141,12 +143,14 @@ def resident_loop(config: dict[str, Any]) -> None:
     coord = ray.get_actor(config["coordinator"], namespace=config["namespace"])
     run, _ = worker_context(spec)
     train = run.recipe.train
-    sink = run.open_sink()
+    # Per-step metrics go to the driver (its progress line and the run's experiment), live.
+    sink = (ForwardingSink(lambda record, step, prefix: coord.log.remote(record, step, prefix))
+            if run.rank == 0 else None)
     writer = _Writer(run, coord) if run.rank == 0 else None
     queues: dict = {}
     try:
         while True:
-            cmd = ray.get(coord.next_command.remote(run.rank))
+            cmd: Any = ray.get(coord.next_command.remote(run.rank))
             if cmd is None:
                 time.sleep(POLL_S)
                 continue
@@ -173,8 +177,6 @@ def resident_loop(config: dict[str, Any]) -> None:
     finally:
         if writer is not None:
             writer.wait()
-        if sink is not None:
-            sink.close()
 
 
 class ResidentTrainerGroup:
@@ -187,6 +189,8 @@ class ResidentTrainerGroup:
         storage_path: Absolute directory of the Ray Train run (checkpoints, state).
         name: The Ray Train run's name.
         roles: The role group whose samplers receive the weights.
+        sink: The run's experiment (:class:`~lire_ray.training.loggers.MetricSink`): the
+            workers' per-step metrics are logged there as they arrive; None drops them.
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -194,15 +198,15 @@ class ResidentTrainerGroup:
 
     serves_weights = True
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, roles):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, roles, sink=None):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe, self.storage_path, self.name, self.roles = recipe, storage_path, name, roles
         self.world = recipe.resources.trainer.num_workers
-        self._coord = None
+        self._coord: Any = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._checkpointed: set[int] = set()
+        self.sink = sink
 
     def _start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
         import ray
@@ -211,6 +215,7 @@ class ResidentTrainerGroup:
         from lire_ray.runtime.trainer import check_before_start, torch_trainer
 
         check_before_start(self.recipe, num_prompts)
+        self._forget_later_steps(version)
         ns = self.roles.namespace
         coord_name = f"{self.name}-coordinator"
         self._coord = ray.remote(TrainerCoordinator).options(
@@ -236,11 +241,38 @@ class ResidentTrainerGroup:
         self._thread = threading.Thread(target=fit, name="resident-trainer", daemon=True)
         self._thread.start()
 
+    def _drain_metrics(self, progress: Progress) -> None:
+        import ray
+
+        for record, step, prefix in ray.get(self._coord.drain.remote()):
+            progress.update()
+            if self.sink is not None:
+                self.sink.log(record, step, prefix)
+
+    def _forget_later_steps(self, version: int) -> None:
+        """A run resumed at step ``version`` continues the Ray Train run left by the crash (its
+        latest epoch checkpoint), unless that run had already moved past ``version`` (a crash
+        while step ``version - 1``'s policy checkpoint was still being written): then it starts
+        over from the policy checkpoint the run resumes from."""
+        import re
+        import shutil
+
+        run = Path(self.storage_path) / self.name
+        reached = [int(m.group(1)) for d in run.glob("v*-epoch-*")
+                   if (m := re.match(r"v(\d+)-epoch-", d.name))]
+        if reached and max(reached) > version:
+            log.warning("the interrupted training run had reached Evolve step %d, past step %d "
+                        "whose checkpoint is the last complete one: training starts again from "
+                        "that checkpoint", max(reached), version - 1)
+            shutil.rmtree(run, ignore_errors=True)
+
     def _check_alive(self) -> None:
         if self._error is not None:
             from lire_ray.runtime.trainer import failure_message
 
-            raise ActorFailure("trainer", failure_message(self._error)) from self._error
+            error = self._error
+            message = failure_message(error) if isinstance(error, Exception) else repr(error)
+            raise ActorFailure("trainer", message) from error
         if self._thread is not None and not self._thread.is_alive():
             raise ActorFailure("trainer", "the resident training run ended unexpectedly")
 
@@ -273,6 +305,10 @@ class ResidentTrainerGroup:
             "output_dir": str(Path(output_dir).absolute()), "checkpoint": write,
             "samplers": self.roles.names("sampler")}, self.world))
         rows = rows_per_worker(num_prompts, self.world)
+        t = self.recipe.train
+        progress = Progress(f"Evolve step {policy_version}: training", (epochs or t.epochs)
+                            * steps_per_epoch(num_prompts, self.world, t.micro_batch_prompts,
+                                              t.grad_accum), "optimizer steps")
         for rank, table in deal(dataset.iter_batches(batch_size=None, batch_format="pyarrow"),
                                 world_size=self.world, rows_per_worker=rows,
                                 micro_batch_prompts=self.recipe.train.micro_batch_prompts):
@@ -282,7 +318,9 @@ class ResidentTrainerGroup:
             self._coord.put.remote(policy_version, rank, [END])
         while len(done := ray.get(self._coord.status.remote(policy_version))) < self.world:
             self._check_alive()
+            self._drain_metrics(progress)
             time.sleep(POLL_S * 4)
+        self._drain_metrics(progress)
         self._coord.release.remote(policy_version)
         info = done[0]
         history = info.get("history", [])
@@ -315,11 +353,13 @@ class ResidentTrainerGroup:
             self._coord = None
 
 
-def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None):
+def make_trainer(recipe: Recipe, *, storage_path: str, name: str, roles=None, sink=None):
     """The trainer group the recipe asks for: resident (``train.resident``, with ``roles`` whose
-    samplers receive new weights from memory) or one Ray Train run per Evolve step."""
+    samplers receive new weights from memory, logging to the run's experiment ``sink``) or one
+    Ray Train run per Evolve step (whose rank 0 keeps its own logger)."""
     from lire_ray.runtime.trainer import TrainerGroup
 
     if recipe.train.resident and roles is not None:
-        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles)
+        return ResidentTrainerGroup(recipe, storage_path=storage_path, name=name, roles=roles,
+                                    sink=sink)
     return TrainerGroup(recipe, storage_path=storage_path, name=name)

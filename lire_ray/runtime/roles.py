@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
@@ -74,7 +75,7 @@ class RoleGroup:
                               "statistics need a state directory")
         self.handles: dict[str, list] = {role: [] for role in ROLES}
         res, m = recipe.resources, recipe.model
-        starts = []
+        starts: list[tuple[str, Any, tuple, dict[str, Any]]] = []
         if policy is not None:
             starts.append(("sampler", SamplerActor, (str(policy), recipe.sampler, recipe.model),
                            {"chat_template": recipe.data.chat_template,
@@ -146,15 +147,21 @@ class RoleGroup:
         The choice is recorded first in ``served_policy.json`` so that a sampler restarted
         later (``max_restarts``) loads the same weights.
         """
-        self.record_served(policy, version)
+        self.record_served(policy, version, pending=False)
         path, adapter = (policy.adapter, True) if policy.adapter else (policy.model, False)
         self.call_all("sampler", "load_adapter" if adapter else "load_weights", str(path),
                       version)
 
-    def record_served(self, policy: PolicyInit, version: int) -> None:
-        """Record that the samplers serve ``policy`` as ``version`` (a resident trainer sent it
-        from memory; its checkpoint may still be being written, and a restarted sampler waits
-        for its ``COMPLETE`` marker before loading it)."""
+    def record_served(self, policy: PolicyInit, version: int, *, pending: bool = True) -> None:
+        """Record that the samplers serve ``policy`` as ``version``.
+
+        Args:
+            policy: The policy served.
+            version: Its version.
+            pending: Its checkpoint may still be being written (a resident trainer sent the
+                weights from memory): a restarted sampler then waits for the checkpoint's
+                ``COMPLETE`` marker before loading it.
+        """
         served = self._state_file(SERVED_FILE)
         if served is None:
             return
@@ -162,7 +169,7 @@ class RoleGroup:
         root = Path(path).parent if adapter else Path(path)
         atomic_write_text(Path(served), json.dumps(
             {"path": str(path), "version": version, "adapter": adapter,
-             "checkpoint": str(root) if root.is_absolute() else None}))
+             "checkpoint": str(root) if pending else None}))
 
     def set_phase(self, phase: str) -> None:
         """Tell the samplers which phase begins: ``"train"`` puts them to sleep and ``"sample"``

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lire_ray.pool import HUMAN, rows_to_table, table_to_rows
-from lire_ray.pool.parts import write_part
+from lire_ray.pool.parts import part_name, write_part
 from lire_ray.runtime.cluster import call_role
 from lire_ray.sampling import merge_candidates
 from lire_ray.sampling.rso import select_candidates
-from lire_ray.timing import record_busy
+from lire_ray.timing import record_busy, record_start
 
 
 def _actors(names: Sequence[str], namespace: str) -> list:
@@ -84,6 +84,8 @@ class SampleStage:
         rows = table_to_rows(batch)
         if not rows:
             return batch
+        key = part_name([r.prompt_id for r in rows])[len("part-"):-len(".parquet")]
+        record_start(self.timing_dir, "sampler", key)
         # At least one policy candidate per prompt, whatever K and the human answers allow.
         new = [max(self.k - (sum(s == HUMAN for s in r.sources) if self.keep_human else 0), 1)
                for r in rows]
@@ -101,7 +103,7 @@ class SampleStage:
             out = [merge_candidates(r, s, keep_human=self.keep_human,
                                     evolve_step=self.evolve_step, keep=range(m))
                    for r, s, m in zip(rows, samples, new)]
-        record_busy(self.timing_dir, "sampler", start)
+        record_busy(self.timing_dir, "sampler", start, key)
         return rows_to_table(out)
 
 

@@ -83,6 +83,9 @@ def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, 
     if not res.use_gpu:
         env_vars["DS_ACCELERATOR"] = "cpu"
     kwargs: dict[str, Any] = {}
+    # Ray Train v2's RunConfig takes worker_runtime_env; its type stubs do not declare it yet.
+    run_kwargs: dict[str, Any] = {"worker_runtime_env": {"env_vars": env_vars} if env_vars
+                                  else None}
     if datasets:
         kwargs.update(datasets=datasets,
                       dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets)))
@@ -94,8 +97,7 @@ def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, 
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            worker_runtime_env={"env_vars": env_vars} if env_vars else None),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1), **run_kwargs),
         **kwargs)
 
 
@@ -106,9 +108,15 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
 
     import ray.train
 
-    log = logging.getLogger("lire_ray.training.worker")
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)  # progress lines reach the driver through Ray's log handler
+    log = logging.getLogger("lire_ray")
+    if not log.handlers:
+        # The project's own lines (progress, resumes) reach the driver through the worker's
+        # stderr whatever level the Ray logging configuration gives the root logger.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     ctx = ray.train.get_context()
     use_gpu = spec.recipe["resources"]["trainer"]["use_gpu"]
     device: Any = "cpu"

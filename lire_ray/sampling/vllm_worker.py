@@ -44,6 +44,7 @@ class SamplerWorkerExtension:
         from safetensors.torch import load
 
         weights = load(blob)
-        self.model_runner.reload_weights(weights_iterator=list(weights.items()),
-                                         is_checkpoint_format=True)
+        # The vLLM worker class this extension is mixed into provides model_runner.
+        runner = self.model_runner  # type: ignore[attr-defined]
+        runner.reload_weights(weights_iterator=list(weights.items()), is_checkpoint_format=True)
         return len(weights)

@@ -227,7 +227,7 @@ def write_policy(snapshot: PolicySnapshot, *, module, output_dir: str | Path, to
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        if lora:
+        if snapshot.adapter_config is not None:
             config = {**snapshot.adapter_config, "base_model_name_or_path": str(init_model)}
             write_adapter(tmp / ADAPTER_DIR, snapshot.tensors, config)
             tokenizer.save_pretrained(str(tmp / ADAPTER_DIR))

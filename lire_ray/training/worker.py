@@ -53,7 +53,7 @@ from lire_ray.training.engine import (
     steps_per_epoch,
     warmup_steps,
 )
-from lire_ray.training.loggers import MetricSink
+from lire_ray.training.loggers import ForwardingSink, MetricSink
 from lire_ray.training.step import StepStats, train_step
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class TrainingRun:
                                         rank=self.rank)
 
     def _train_epoch(self, epoch: int, batches: Iterable[pa.Table],
-                     sink: MetricSink | None) -> None:
+                     sink: MetricSink | ForwardingSink | None) -> None:
         train = self.recipe.train
         for tables in group_steps(batches, train.grad_accum):
             stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
@@ -320,11 +320,14 @@ class TrainingRun:
         """The metric sink of this run (rank 0 only; None with ``train.logger=none``)."""
         if self.rank != 0 or self.recipe.train.logger == "none":
             return None
+        t = self.recipe.train.tracking
         return MetricSink(self.recipe.train.logger, log_dir=self.spec.log_dir,
-                          run_name=self.spec.run_name, config=self.spec.recipe)
+                          run_name=self.spec.run_name, config=self.spec.recipe,
+                          project=t.project, entity=t.entity, tags=t.tags)
 
     def train_epochs(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter, *,
-                     epochs: int, sink: MetricSink | None, stop_after_epoch: int | None = None
+                     epochs: int, sink: MetricSink | ForwardingSink | None,
+                     stop_after_epoch: int | None = None
                      ) -> None:
         """Train the remaining epochs of the current Evolve step, checkpointing after each.
 
