@@ -7,14 +7,21 @@ Layout::
                              changes a continuable key, see lire_ray.drift)
       config_history.jsonl   one line per resume that changed the recipe
       pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
+      pools/.e{k}.parts/     parts of a pool being built (trusted once their checksum is there)
       checkpoints/e{k}/      policy after Evolve step k (HF format, ``COMPLETE`` marker last)
-      metrics.jsonl          one JSON object per training step / stage event
-      report.md, metrics.json, plots/   the final report
-      state.json             completed stages, rewritten atomically after each stage
+      ray_train/             the trainer's run: epoch checkpoints of the training state
+      metrics.jsonl          one JSON object per Evolve step
+      eval_*.json            held-out evaluations behind the report
+      tracking/, tracking.json   the run's experiment (TensorBoard, W&B or MLflow)
+      served_policy.json, reward_norm.json   what restarted samplers and reward actors reload
+      report.md, metrics.json, summary.txt, plots/   the final report
+      state.json             completed steps, rewritten atomically
 
-A stage counts as done only when ``state.json`` lists it *and* its pool and checkpoint are
-complete on disk; anything else (a temporary directory, a checkpoint without its marker) is
-ignored by a resume and overwritten.
+A run continues (``resume=true``) after the last step recorded in ``state.json`` whose
+checkpoint is complete and whose pools (its own and every earlier one) are complete on disk;
+anything else (a temporary directory, a checkpoint without its marker) is ignored by a resume
+and overwritten, except the parts of the step being built and the trainer's epoch checkpoints,
+which let an interrupted step continue where it stopped.
 
 Other jobs (``jobs/sample.py``, ``score.py``, ``train.py``, ``evaluate.py``, ``compare.py``)
 write their outputs under ``run.dir`` too, by default the same directory. They may never write
@@ -41,7 +48,7 @@ COMPLETE_MARKER = "COMPLETE"
 #: sub-directories of ``pools/``, ``checkpoints/`` and ``ray_train/`` it owns.
 RUN_TOP = ("config.yaml", "config_history.jsonl", "state.json", "metrics.jsonl", "metrics.json",
            "report.md", "summary.txt", "plots", "served_policy.json", "reward_norm.json",
-           "eval_*.json", "tracking")
+           "eval_*.json", "tracking", "tracking.json")
 RUN_NESTED = {"pools": ("e[0-9]*", ".e[0-9]*"), "checkpoints": ("e[0-9]*",),
               "ray_train": ("policy*", "tensorboard")}
 

@@ -14,10 +14,12 @@ BIN = Path(sys.executable).parent
 
 
 def job_env(**extra) -> dict:
-    """Environment for job subprocesses: this venv first on PATH, offline, CPU DeepSpeed."""
+    """Environment for job subprocesses: this venv first on PATH, offline, CPU DeepSpeed, and
+    ``RAY_ADDRESS=local``: each job starts a Ray cluster of its own instead of joining one it
+    finds running on this machine."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "local"
     env.update({"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
                 "TOKENIZERS_PARALLELISM": "false"}, **extra)
     return env

@@ -29,9 +29,9 @@ def _assert_clean_failure(proc, *needles):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One tiny-policy cache for the module (the policy is built on first use)."""
-    return tmp_path_factory.mktemp("cache")
+def cache(tiny_cache):
+    """The session's tiny-policy cache."""
+    return tiny_cache
 
 
 @pytest.fixture

@@ -137,10 +137,10 @@ def test_agreement_statistics():
 
 
 @pytest.fixture(scope="module")
-def starting_policy(tmp_path_factory):
+def starting_policy(tiny_cache):
     from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
-    return ensure_tiny_policy(tmp_path_factory.mktemp("cache"))  # ~20 s on 2 cores
+    return ensure_tiny_policy(tiny_cache)  # built once per session
 
 
 def test_starting_policy_scores_vary_under_both_rewards(starting_policy):

@@ -49,8 +49,8 @@ def _finite(x) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
+def cache(tiny_cache):
+    path = tiny_cache
     ensure_tiny_policy(path)
     return path
 

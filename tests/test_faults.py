@@ -33,10 +33,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
+def policy(tiny_cache):
     from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
-    return str(ensure_tiny_policy(tmp_path_factory.mktemp("cache")))
+    return str(ensure_tiny_policy(tiny_cache))
 
 
 def _recipe(tmp_path, *extra):

@@ -36,6 +36,7 @@ def two_node_cluster(tmp_path_factory):
     token = temp / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = job_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    env.pop("RAY_ADDRESS")  # the submitted job must join this cluster
     try:
         head = ray_cli("start", "--head", "--num-cpus=3", "--resources", '{"node_a": 1}',
                        "--dashboard-host=127.0.0.1", "--include-dashboard=true",
@@ -49,12 +50,13 @@ def two_node_cluster(tmp_path_factory):
         ray_cli("stop", "--force", env=env, check=False)
 
 
-def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_path):
+def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_path,
+                                                         tiny_cache):
     run = tmp_path / "run"
     cluster = two_node_cluster
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
            "--working-dir", str(ROOT), "--", "python", "jobs/self_enhance.py",
-           f"run.dir={run}", f"run.cache_dir={tmp_path / 'cache'}",
+           f"run.dir={run}", f"run.cache_dir={tiny_cache}",
            "resources.placement=split", "evolve.max_staleness=1",
            "resources.sampler.resources={node_a: 0.5}",
            "resources.reward.resources={node_a: 0.2}",
@@ -101,7 +103,7 @@ print(json.dumps({k: sorted(v) for k, v in placed.items()}))
 """
 
 
-def test_self_enhancement_on_a_prompt_only_pool(tmp_path):
+def test_self_enhancement_on_a_prompt_only_pool(tmp_path, tiny_cache):
     """Prompts with no answer at all (TRL prompt-only data): every candidate is sampled, and the
     run trains and reports without win rates against human answers it does not have."""
     run, pool = tmp_path / "run", tmp_path / "prompts"
@@ -113,7 +115,7 @@ def test_self_enhancement_on_a_prompt_only_pool(tmp_path):
     rows = table_to_rows(read_pool(pool))
     assert rows and all(r.num_candidates == 0 for r in rows)
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "self_enhance.py"),
-                           f"run.dir={run}", f"run.cache_dir={tmp_path / 'cache'}",
+                           f"run.dir={run}", f"run.cache_dir={tiny_cache}",
                            f"data.train={pool}", "data.eval=null", "evolve.steps=1",
                            "train.epochs=1", "sampler.backend=hf", "ray.address=local"],
                           env=job_env(), capture_output=True, text=True, timeout=900)

@@ -74,10 +74,11 @@ def _tensorboard_scalars(log_dir: Path) -> dict[str, list[int]]:
     return out
 
 
-def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path):
+@pytest.mark.timeout(2400)  # three launches of the job
+def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "jobs" / "self_enhance.py"), f"run.dir={run}",
-            f"run.cache_dir={tmp_path / 'cache'}", f"data.max_prompts={PROMPTS}",
+            f"run.cache_dir={tiny_cache}", f"data.max_prompts={PROMPTS}",
             "data.eval_prompts=8", "sampler.batch_size=4", "train.epochs=2", "evolve.steps=2",
             "model.lora.enabled=true", "model.lora.merge_on_save=false", "model.lora.r=8",
             "model.lora.alpha=16", "rewards.0.normalize=zscore", "train.logger=tensorboard",

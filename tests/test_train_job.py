@@ -32,10 +32,10 @@ def hh_pool(tmp_path_factory):
     return pool
 
 
-def test_train_from_labels_alone(hh_pool, tmp_path):
+def test_train_from_labels_alone(hh_pool, tmp_path, tiny_cache):
     run = tmp_path / "run"
     proc = _run("jobs/train.py", "--config", "configs/tiny-labels.yaml", f"data={hh_pool}",
-                f"run.dir={run}", f"run.cache_dir={tmp_path / 'cache'}", "ray.address=local")
+                f"run.dir={run}", f"run.cache_dir={tiny_cache}", "ray.address=local")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = run / "checkpoints" / "train"
     assert (out / "COMPLETE").is_file()
@@ -48,10 +48,11 @@ def test_train_from_labels_alone(hh_pool, tmp_path):
     assert all(-1.0 < h["loss"] < 0.0 for h in history)
 
 
-def test_a_training_reward_the_pool_lacks_is_refused_before_ray(hh_pool, tmp_path):
+def test_a_training_reward_the_pool_lacks_is_refused_before_ray(hh_pool, tmp_path,
+                                                              tiny_cache):
     run = tmp_path / "run"
     proc = _run("jobs/train.py", "--config", "configs/tiny.yaml", f"data={hh_pool}",
-                f"run.dir={run}", f"run.cache_dir={tmp_path / 'cache'}", timeout=120)
+                f"run.dir={run}", f"run.cache_dir={tiny_cache}", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "trains on reward 'vader'" in proc.stderr and "no reward model" in proc.stderr

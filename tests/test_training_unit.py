@@ -378,6 +378,7 @@ def test_train_step_refuses_empty_micro_batches():
 
 def test_trainer_group_turns_ray_train_failures_into_actor_failure(monkeypatch):
     ray_train = pytest.importorskip("ray.train")
+    from lire_ray.runtime import trainer as trainer_module
     from lire_ray.runtime.trainer import TrainerGroup
 
     recipe = load_recipe(None, [])
@@ -389,7 +390,7 @@ def test_trainer_group_turns_ray_train_failures_into_actor_failure(monkeypatch):
         def fit(self):
             raise failure
 
-    monkeypatch.setattr(group, "_trainer", lambda dataset, spec: FailingTrainer())
+    monkeypatch.setattr(trainer_module, "torch_trainer", lambda *a, **k: FailingTrainer())
     with pytest.raises(ActorFailure, match="worker 0: DataError: field 'ref_logps'") as info:
         group.fit(None, num_prompts=4, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
     assert info.value.role == "trainer" and info.value.__cause__ is failure
@@ -420,12 +421,12 @@ def test_trainer_group_checks_arguments_before_starting_workers(monkeypatch):
 
     two = TrainerGroup(load_recipe(None, ["resources.trainer.num_workers=2"]),
                        storage_path="/tmp/unused-storage", name="t")
-    monkeypatch.setattr(two, "_trainer", never)
+
     with pytest.raises(DataError, match="fewer than the 2 training worker"):
         two.fit(None, num_prompts=1, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
     bad = TrainerGroup(load_recipe(None, ["loss.params={nope: 1}"]),
                        storage_path="/tmp/unused-storage", name="t")
-    monkeypatch.setattr(bad, "_trainer", never)
+
     with pytest.raises(ConfigError, match="unknown parameter"):
         bad.fit(None, num_prompts=8, init=PolicyInit("unused"), output_dir="/tmp/unused-out")
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,10 @@ class MetricSink:
             if log_dir is None:
                 raise ConfigError("train.logger=tensorboard needs a log directory")
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(logdir=str(log_dir))
+            # A unique file per writer: a resumed run's writer adds to the same experiment
+            # instead of overwriting a file opened in the same second.
+            self._writer = SummaryWriter(logdir=str(log_dir),
+                                         filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
             known = {"kind": kind, "log_dir": str(log_dir)}
         elif kind == "wandb":
             import wandb
