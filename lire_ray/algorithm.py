@@ -94,6 +94,9 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
     builder = PoolBuilder(recipe, roles, sample=True, score=True,
                           reference=bool(roles.references) and _needs_reference(recipe))
     pools = pool_source(recipe, rundir, builder, rows, norm=chain.norm)
+    first = len(state.completed) + 1
+    if first <= recipe.evolve.steps:  # workers load while D_first is sampled
+        chain.trainer.start(policy, len(rows), first)
     try:
         for step in range(len(state.completed) + 1, recipe.evolve.steps + 1):
             log.info("Evolve step %d/%d: pool D_%d from policy v%d", step, recipe.evolve.steps,

@@ -208,6 +208,12 @@ class ResidentTrainerGroup:
         self._error: BaseException | None = None
         self.sink = sink
 
+    def start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
+        """Start the worker group now (it loads the model and DeepSpeed while the first pool
+        is sampled); a no-op once started. :meth:`fit` starts it otherwise."""
+        if self._coord is None:
+            self._start(init, num_prompts, version)
+
     def _start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
         import ray
 

@@ -242,5 +242,8 @@ class TrainerGroup:
                     if h.get("policy_version") == policy_version), default=0)
         return collect_result(spec.output_dir, history, done)
 
+    def start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
+        """Nothing to start ahead: every :meth:`fit` starts its own run."""
+
     def close(self) -> None:
         """Nothing to stop: every :meth:`fit` ends its own run."""

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lire_ray.config import LossConfig, Recipe
 from lire_ray.errors import ActorFailure, ConfigError
@@ -67,7 +68,8 @@ def loss_recipe(recipe: Recipe, loss: str, seed: int) -> Recipe:
     ``loss.params`` of the recipe apply to the loss it names; other losses take their defaults.
     """
     params = dict(recipe.loss.params) if loss == recipe.loss.name else {}
-    return recipe.model_copy(update={"loss": LossConfig(name=loss, params=params),
+    return recipe.model_copy(update={"loss": LossConfig.model_validate({"name": loss,
+                                                                         "params": params}),
                                      "train": recipe.train.model_copy(update={"seed": seed})})
 
 
@@ -103,15 +105,16 @@ def run_compare(recipe: Recipe, *, losses: Sequence[str], seeds: Sequence[int],
                          overwrite=overwrite, owned=OWNED)
     base = resolve_policy(recipe)
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
-    eval_rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
-    judges, picker = judges_of(recipe), recipe.train_reward_name
+    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges, picker = judges_of(recipe), recipe.train_reward_name or ""
     kl_valid = recipe.sampler.top_p == 1.0
     if not kl_valid:
         log.warning("sampler.top_p=%s < 1: the KL to the reference is not estimated",
                     recipe.sampler.top_p)
-    kw = {"judges": judges, "with_kl": kl_valid}
+    kw: dict[str, Any] = {"judges": judges, "with_kl": kl_valid}
     t_first = min(recipe.eval.temperatures)
-    runs, first_scores = [], {}
+    runs: list[dict] = []
+    first_scores: dict[str, Any] = {}
     handle = connect(recipe.ray)
     try:
         with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "compare", out),

@@ -90,8 +90,8 @@ def run_evaluation(recipe: Recipe, *, policy: str | None, out_dir: str | Path | 
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "eval"), overwrite=overwrite,
                          owned=OWNED)
     ref_path = resolve_reference(recipe)
-    rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
-    judges, picker = judges_of(recipe), recipe.train_reward_name
+    rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges, picker = judges_of(recipe), recipe.train_reward_name or ""
     handle = connect(recipe.ray)
     try:
         with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "evaluate", out),

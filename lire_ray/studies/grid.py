@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lire_ray import algorithm, plots
 from lire_ray.config import LossConfig, Recipe
@@ -79,10 +80,10 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
                          owned=OWNED)
     base = resolve_policy(recipe)
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
-    eval_rows = load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
-    judges, picker = judges_of(recipe), recipe.train_reward_name
+    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges, picker = judges_of(recipe), recipe.train_reward_name or ""
     t = min(recipe.eval.temperatures)
-    kw = {"temperatures": [t], "judges": judges, "with_kl": False}
+    kw: dict[str, Any] = {"temperatures": [t], "judges": judges, "with_kl": False}
     reference = resolve_reference(recipe) if _needs_reference(recipe) else None
     records: list[dict] = []
     chains: list[dict] = []
