@@ -5,7 +5,8 @@ The repository's files are copied to a fresh directory and each block runs there
 one command after another, on the tiny task. Jobs that take a recipe get :data:`SMALL`
 appended (``make demo`` through ``ARGS``), ``jobs/bench.py`` gets :data:`BENCH_SMALL`, ``make``
 uses this interpreter's virtual environment, and the jobs share one local Ray cluster started
-here (``RAY_ADDRESS``). ``make test`` is skipped (it runs this test). Blocks after a
+here (``RAY_ADDRESS``). ``make test`` is skipped (it runs this test). The tiny policy
+built once per session goes into the copy's cache. Blocks after a
 ``<!-- readme-test: check -->`` marker (GPUs, several machines) are checked without running:
 ``pip install`` extras exist, each job's flags are in its ``--help``, ``ray start`` flags in
 ``ray start --help``, and every recipe loads with the command's overrides.
@@ -229,9 +230,12 @@ def shared_ray():
 
 
 @pytest.mark.integration
-def test_every_readme_command_runs_in_order(tmp_path, shared_ray):
+def test_every_readme_command_runs_in_order(tmp_path, shared_ray, tiny_cache):
     repo = tmp_path / "repo"
     _copy_repository(repo)
+    # The tiny policy as its first use builds it (minutes on a busy machine), built once per
+    # test session; the recipe's default run.cache_dir.
+    shutil.copytree(tiny_cache, repo / ".cache" / "lire-ray")
     venv = Path(sys.prefix)
     env = job_env(PYTHONPATH=str(repo), RAY_ADDRESS=shared_ray)
     # Under `make test`, make passes its own command-line variables (ARGS) to sub-makes.

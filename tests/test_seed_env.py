@@ -28,7 +28,6 @@ import pytest
 import yaml
 from _selfenhance import ROOT, job_env
 
-from lire_ray.demo.tiny_policy import ensure_tiny_policy
 from lire_ray.pool import read_pool, table_to_rows
 
 pytestmark = pytest.mark.integration
@@ -48,7 +47,7 @@ def secret_seen(prompts, responses):
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
+def jobs(tmp_path_factory, tiny_cache):
     tmp = tmp_path_factory.mktemp("seeds")
     secret = "s3cr3t-" + secrets.token_hex(16)
     probe_dir = tmp / "probe"
@@ -60,8 +59,7 @@ def jobs(tmp_path_factory):
                               "path": "lire_probe:secret_seen"})
     recipe_path = tmp / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    cache = tmp / "cache"
-    ensure_tiny_policy(cache)
+    cache = tiny_cache
     # Ray's temporary files (its logs) where this test can search them; short, since Ray's
     # socket paths under it must stay below the Unix limit.
     ray_tmp = Path(tempfile.mkdtemp(prefix="lrse", dir="/tmp"))
