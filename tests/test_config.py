@@ -135,3 +135,43 @@ def test_job_options_are_taken_out_of_the_overrides():
         take_job_options(["output=o"], ("input", "output"), required=("input",))
     with pytest.raises(ConfigError, match="output= needs a value"):
         take_job_options(["output="], ("output",))
+
+
+# ---------------------------------------------------------------------------------------------
+# run.seed, ray.forward_env.
+# ---------------------------------------------------------------------------------------------
+
+def test_run_seed_is_the_default_of_every_seed():
+    r = load_recipe(None, ["run.seed=7"])
+    assert (r.run.seed, r.sampler.seed, r.train.seed) == (7, 7, 7)
+    # A seed the recipe sets itself stays.
+    r = load_recipe(None, ["run.seed=7", "sampler.seed=3", "train.seed=null"])
+    assert (r.sampler.seed, r.train.seed) == (3, 7)
+    assert (Recipe().sampler.seed, Recipe().train.seed) == (0, 0)
+    # config.yaml records the seeds used, so reloading it gives the same ones.
+    again = Recipe.model_validate(__import__("yaml").safe_load(r.to_yaml()))
+    assert (again.sampler.seed, again.train.seed) == (3, 7)
+    with pytest.raises(ConfigError, match="run.seed"):
+        load_recipe(None, ["run.seed=abc"])
+
+
+def test_forward_env_takes_names_and_never_echoes_values():
+    assert load_recipe(None, ["ray.forward_env=[MY_TOKEN, OTHER_1]"]).ray.forward_env == \
+        ["MY_TOKEN", "OTHER_1"]
+    with pytest.raises(ConfigError, match="ray.forward_env") as err:
+        load_recipe(None, ["ray.forward_env=[MY_TOKEN=s3cr3t-value]"])
+    assert "s3cr3t-value" not in str(err.value)
+
+
+def test_forwarded_env_adds_recipe_names_and_respects_the_jobs_own():
+    import json
+
+    from lire_ray.env_forward import forwarded_env, submitted_job_env
+
+    environ = {"HF_TOKEN": "h", "MY_TOKEN": "m", "UNLISTED": "u"}
+    assert forwarded_env(["MY_TOKEN", "MISSING"], environ) == {"HF_TOKEN": "h", "MY_TOKEN": "m"}
+    assert submitted_job_env(["MY_TOKEN"], environ) == {}  # not under ray job submit
+    job = {"runtime_env": {"env_vars": {"HF_TOKEN": "h"}, "working_dir": "x"}}
+    environ["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps(job)
+    # The job's own env_vars already reach every worker; Ray refuses them set twice.
+    assert submitted_job_env(["MY_TOKEN"], environ) == {"MY_TOKEN": "m"}

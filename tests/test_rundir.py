@@ -23,6 +23,8 @@ def test_non_empty_dir_needs_resume(tmp_path):
     (tmp_path / "something").write_text("x")
     with pytest.raises(RunDirError, match="resume=true"):
         RunDir(tmp_path, resume=False)
+    RunDir(tmp_path, resume=True)  # no run here: one starts beside the file
+    (tmp_path / "state.json").write_text("{}")  # a run's file without its recipe
     with pytest.raises(RunDirError, match="config.yaml"):
         RunDir(tmp_path, resume=True)
     RunDir(tmp_path / "fresh", resume=False)  # a new directory is fine

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
+from lire_ray.env_forward import ALWAYS_FORWARDED, forwarded_env, submitted_job_env
 from lire_ray.errors import ActorFailure, ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,9 @@ QUIET_ENV = {"VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
              "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
              "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
 
-#: Environment variables the driver forwards to every actor and trainer worker (when set).
-FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
-                 "TRANSFORMERS_OFFLINE", "WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR",
-                 "MLFLOW_TRACKING_URI", "TOKENIZERS_PARALLELISM")
+#: Environment variables the driver forwards to every actor and trainer worker (when set);
+#: the recipe's ``ray.forward_env`` adds names.
+FORWARDED_ENV = ALWAYS_FORWARDED
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
     ``ray.dashboard_host`` (127.0.0.1 unless configured otherwise).
 
     Outside ``ray job submit`` (whose runtime environment the job brings), the actors and
-    trainer workers get the project on their ``PYTHONPATH`` and the driver's values of the
-    environment variables in :data:`FORWARDED_ENV` (tokens, tracking settings), which are never
-    written anywhere.
+    trainer workers get the project on their ``PYTHONPATH``. They always get the driver's values
+    of the environment variables in :data:`FORWARDED_ENV` (tokens, tracking settings) and
+    ``ray.forward_env`` (under ``ray job submit``, those the job's runtime environment does not
+    set already), which are never written anywhere.
     """
     import ray
 
@@ -74,11 +75,13 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
         # Outside `ray job submit --working-dir`, workers on this machine import the project
         # from its checkout, whatever their working directory.
         root = str(Path(__file__).resolve().parents[2])
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        env = forwarded_env(cfg.forward_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         if not verbose:
             env.update(QUIET_ENV)
         runtime_env = {"env_vars": env}
+    elif runtime_env is None and submitted_job_env(cfg.forward_env):
+        runtime_env = {"env_vars": submitted_job_env(cfg.forward_env)}
     if runtime_env:
         kwargs["runtime_env"] = runtime_env
     address = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -92,6 +95,9 @@ def connect(cfg: RayConfig, *, runtime_env: dict | None = None) -> RayHandle:
                              info.dashboard_url or None)
         except (ConnectionError, RuntimeError):
             pass
+        # Ray's runtime-env agent logs each runtime env, forwarded values included, at INFO
+        # into the session's logs; its processes read their log level from here.
+        os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")
         info = _init(num_cpus=cfg.num_cpus, include_dashboard=True,
                         dashboard_host=cfg.dashboard_host, **kwargs)
         # Helper processes Ray Train spawns look the cluster up by address; pin it so that

@@ -20,15 +20,14 @@ supplies the workers' data and checkpoint reporting, and turns Ray Train's error
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lire_ray.config import Recipe
+from lire_ray.env_forward import forwarded_env
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
-from lire_ray.runtime.cluster import FORWARDED_ENV
 from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
@@ -80,7 +79,7 @@ def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, 
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker, **res.resources_per_worker}
     if res.use_gpu:
         per_worker["GPU"] = res.gpus_per_worker
-    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env_vars = forwarded_env(recipe.ray.forward_env)
     if not res.use_gpu:
         env_vars["DS_ACCELERATOR"] = "cpu"
     kwargs: dict[str, Any] = {}

@@ -2,9 +2,11 @@
 
 The paper trains with LoRA under DeepSpeed ZeRO-2 and a cosine learning-rate decay (sec. 4.2);
 this module turns a recipe's :class:`~lire_ray.config.TrainConfig` into exactly that: AdamW
-(``torch.optim.AdamW`` through DeepSpeed's ``torch_adam`` switch, so no fused kernel has to be
-compiled on any machine), a linear warmup followed by a cosine decay to zero, gradient clipping,
-and ZeRO stage 0-3. bf16 is used on GPUs and fp32 on the CPU accelerator.
+(on GPUs DeepSpeed's fused kernel, or its CPU Adam when the optimizer is offloaded; on the CPU
+accelerator ``torch.optim.AdamW`` through DeepSpeed's ``torch_adam`` switch, so nothing has to be
+compiled there), a linear warmup followed by a cosine decay to zero, gradient clipping, and ZeRO
+stage 0-3. bf16 is used on GPUs and fp32 on the CPU accelerator. ``train.deepspeed`` is merged
+over the result (:mod:`lire_ray.training.ds_config`).
 
 DeepSpeed is imported lazily (:func:`import_deepspeed`); on machines without CUDA the CPU
 accelerator is selected before the import, since DeepSpeed decides its accelerator once, at
@@ -20,6 +22,7 @@ from typing import Any
 
 from lire_ray.config import LoraConfig, TrainConfig
 from lire_ray.errors import ConfigError, DataError, DependencyError, ModelLoadError
+from lire_ray.training.ds_config import apply_overrides
 
 #: AdamW moments and epsilon (the recipe exposes lr and weight decay only).
 ADAM_BETAS = (0.9, 0.999)
@@ -144,10 +147,12 @@ def build_ds_config(train: TrainConfig, *, use_gpu: bool) -> dict[str, Any]:
         use_gpu: Whether the workers train on GPUs (decides ``precision: auto``).
 
     Returns:
-        A DeepSpeed config dict: AdamW through ``torch_adam``, ``gradient_clipping`` equal to
-        ``max_grad_norm``, ``zero_optimization.stage`` equal to ``zero_stage``, bf16 enabled
-        exactly when the resolved precision is bf16. The learning-rate schedule is not in the
-        dict: :func:`build_engine` passes it as a scheduler object.
+        A DeepSpeed config dict: AdamW (``torch_adam`` on CPU; DeepSpeed's fused Adam on GPU,
+        its CPU Adam when ``train.deepspeed`` offloads the optimizer), ``gradient_clipping``
+        equal to ``max_grad_norm``, ``zero_optimization.stage`` equal to ``zero_stage``, bf16
+        enabled exactly when the resolved precision is bf16, with ``train.deepspeed`` merged
+        over it (:func:`~lire_ray.training.ds_config.apply_overrides`). The learning-rate
+        schedule is not in the dict: :func:`build_engine` passes it as a scheduler object.
 
     Raises:
         ConfigError: Unknown precision.
@@ -159,19 +164,23 @@ def build_ds_config(train: TrainConfig, *, use_gpu: bool) -> dict[str, Any]:
         zero.update(overlap_comm=use_gpu, contiguous_gradients=True)
     elif train.zero_stage == 3:
         zero.update(overlap_comm=use_gpu, stage3_gather_16bit_weights_on_model_save=True)
-    return {
+    generated = {
         "train_micro_batch_size_per_gpu": train.micro_batch_prompts,
         "gradient_accumulation_steps": train.grad_accum,
         "gradient_clipping": train.max_grad_norm,
+        # DeepSpeed's fused Adam needs a CUDA device; on the CPU accelerator torch's AdamW
+        # avoids compiling DeepSpeed's CPU Adam op.
         "optimizer": {"type": "AdamW", "params": {
             "lr": train.lr, "betas": list(ADAM_BETAS), "eps": ADAM_EPS,
-            "weight_decay": train.weight_decay, "torch_adam": True, "adam_w_mode": True}},
+            "weight_decay": train.weight_decay, "torch_adam": not use_gpu,
+            "adam_w_mode": True}},
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": False},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    return apply_overrides(generated, train.deepspeed)
 
 
 def apply_lora(model, lora: LoraConfig, *, seed: int):
