@@ -14,6 +14,7 @@ import types
 
 import pytest
 import torch
+from _loss_batches import list_batch
 
 from lire_ray.losses import dpo_loss, ipo_loss, slic_loss
 
@@ -207,27 +208,10 @@ def _naive_pairs(r: list[float], scheme: str) -> list[tuple[int, int]]:
     return [(i, j) for i, j in cand if r[i] > r[j]]
 
 
-def _list_batch(seed):
-    gen = torch.Generator().manual_seed(seed)
-    b, k = 6, 5
-    s = -torch.rand(b, k, generator=gen, dtype=F64) * 30
-    ref = s + torch.randn(b, k, generator=gen, dtype=F64) * 2
-    r = torch.randint(0, 4, (b, k), generator=gen).to(F64)  # many ties
-    r[0] = torch.tensor([1.0, 3.0, 3.0, 0.0, 2.0])          # tied best
-    r[1] = 2.0                                              # all equal: no pairs
-    mask = torch.rand(b, k, generator=gen) > 0.2
-    mask[0] = True
-    mask[1] = True
-    mask[2] = torch.tensor([False, True, False, False, False])
-    mask[3] = False
-    lengths = torch.randint(1, 20, (b, k), generator=gen)
-    return s, ref, r, mask, lengths
-
-
 @pytest.mark.parametrize("scheme", ["best_vs_rest", "best_vs_worst", "all_ranked"])
 @pytest.mark.parametrize("name", ["dpo", "ipo", "slic"])
 def test_pair_schemes_match_naive_enumeration(scheme, name):
-    s0, ref, r, mask, lengths = _list_batch(5)
+    s0, ref, r, mask, lengths = list_batch(5)
     fns = {"dpo": (dpo_loss, {"beta": 0.2}), "ipo": (ipo_loss, {"beta": 0.2}),
            "slic": (slic_loss, {"delta": 1.0, "reg_weight": 0.0})}
     fn, params = fns[name]

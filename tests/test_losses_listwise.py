@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from _loss_batches import list_batch
 
 from lire_ray.losses import dpo_loss, pl_loss, pro_loss, rrhf_loss, sft_loss
 
@@ -18,23 +19,6 @@ F64 = torch.float64
 
 def _leaf(t):
     return t.detach().clone().requires_grad_(True)
-
-
-def _list_batch(seed):
-    gen = torch.Generator().manual_seed(seed)
-    b, k = 6, 5
-    s = -torch.rand(b, k, generator=gen, dtype=F64) * 30
-    ref = s + torch.randn(b, k, generator=gen, dtype=F64) * 2
-    r = torch.randint(0, 4, (b, k), generator=gen).to(F64)  # many ties
-    r[0] = torch.tensor([1.0, 3.0, 3.0, 0.0, 2.0])          # tied best
-    r[1] = 2.0                                              # all equal: no pairs
-    mask = torch.rand(b, k, generator=gen) > 0.2
-    mask[0] = True
-    mask[1] = True
-    mask[2] = torch.tensor([False, True, False, False, False])
-    mask[3] = False
-    lengths = torch.randint(1, 20, (b, k), generator=gen)
-    return s, ref, r, mask, lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +82,7 @@ def naive_pl(s, ref, r, mask, beta):
 
 
 def _compare(fn, naive, seed, **params):
-    s0, ref, r, mask, lengths = _list_batch(seed)
+    s0, ref, r, mask, lengths = list_batch(seed)
     r = r + torch.randn(r.shape, generator=torch.Generator().manual_seed(seed), dtype=F64) * (
         torch.arange(r.shape[0]) % 2 == 0).unsqueeze(1)  # even rows: distinct rewards
     s = _leaf(s0)
