@@ -6,9 +6,10 @@ fails in a few lines with nothing written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from lire_ray.config import Recipe
+from lire_ray.config import Recipe, RewardModelConfig
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
 from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
 
@@ -18,7 +19,7 @@ BUILTIN_SPLITS = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldou
 
 def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
     """A policy the recipe names: 'tiny' builds (once) the embedded default; a local path must
-    exist; anything else is a hub id passed on.
+    exist and is returned absolute; anything else is a hub id passed on.
 
     Args:
         recipe: The recipe (``model.policy``, ``run.cache_dir``).
@@ -32,10 +33,23 @@ def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
         from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
         return str(ensure_tiny_policy(recipe.run.cache_dir))
-    if (policy.startswith((".", "/", "~")) or policy.count("/") > 1) and \
-            not Path(policy).expanduser().exists():
+    local = Path(policy).expanduser()
+    if (policy.startswith((".", "/", "~")) or policy.count("/") > 1) and not local.exists():
         raise ModelLoadError(f"local model path '{policy}' does not exist")
-    return policy
+    # A local directory goes to the actors as an absolute path: they may run in another
+    # working directory (a cluster joined with ray.address=auto or ray job submit).
+    return str(local.resolve()) if local.is_dir() else policy
+
+
+def absolute_reward_paths(rewards: Sequence[RewardModelConfig]) -> list[RewardModelConfig]:
+    """``rewards`` with every local reward-model directory made absolute, for actors that may
+    run in another working directory; hub ids, modules and URLs are left as they are."""
+    out = []
+    for rm in rewards:
+        local = Path(rm.path).expanduser() if rm.kind == "hf" and rm.path else None
+        out.append(rm.model_copy(update={"path": str(local.resolve())})
+                   if local is not None and local.is_dir() else rm)
+    return out
 
 
 def resolve_reference(recipe: Recipe) -> str:

@@ -37,7 +37,8 @@ def offline(tmp_path_factory, monkeypatch_module, tiny_cache):
     prepare_pool("hh", str(write_hh_pairs(root / "hh.jsonl", 8)), root / "pool")
     recipe = load_recipe(label_recipe(root / "recipe.yaml"), [
         f"data.train={root / 'pool'}", "data.eval_prompts=4", "train.micro_batch_prompts=4",
-        "eval.temperatures=[0.0, 1.0]", "eval.kl_samples=2", "eval.best_of_n=[1, 2]",
+        "train.epochs=1", "eval.temperatures=[0.0, 1.0]", "eval.kl_samples=2",
+        "eval.best_of_n=[1, 2]",
         f"run.cache_dir={cache}", f"run.dir={root}", "ray.address=local"])
     seen: list[dict] = []
 

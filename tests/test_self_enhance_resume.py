@@ -52,6 +52,16 @@ def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
     time.sleep(2)  # let the killed cluster's processes go
 
 
+def _registered_checkpoint(storage: Path) -> str | None:
+    """The epoch checkpoint Ray Train would restore from: the latest one its snapshot names (a
+    checkpoint directory exists before it is registered, and a kill in between loses it)."""
+    try:
+        snapshot = json.loads((storage / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _trusted_parts(parts: Path) -> int:
     return len(list(parts.glob("part-*.parquet.sha256"))) if parts.is_dir() else 0
 
@@ -98,7 +108,7 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     # 2. Resumed, then killed during Evolve step 2's second epoch.
     storage = run / "ray_train" / "policy"
     _run_until(args + ["resume=true"], tmp_path / "second.log",
-               lambda: (storage / "v2-epoch-0001").is_dir())
+               lambda: _registered_checkpoint(storage) == "v2-epoch-0001")
     second = (tmp_path / "second.log").read_text()
     assert "already built" in second, "the resumed run sampled D_1's finished prompts again"
     assert json.loads((run / "state.json").read_text())["completed"] == [1]

@@ -22,7 +22,8 @@ def _tensorboard(log_dir) -> dict[str, list[tuple[int, float]]]:
             at += 12 + length + 4
             for v in event.summary.value:
                 out.setdefault(v.tag, []).append((event.step, v.simple_value))
-    return out
+    # TensorBoard orders each tag's points by step, whichever event file holds them.
+    return {tag: sorted(points) for tag, points in out.items()}
 
 
 def test_tensorboard_logs_prefixed_scalars_on_one_step_axis(tmp_path):

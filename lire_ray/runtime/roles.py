@@ -27,6 +27,7 @@ from typing import Any
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
+from lire_ray.inputs import absolute_reward_paths
 from lire_ray.pool import PoolRow
 from lire_ray.rewards import NormStats, save_norm_stats, stats_to_dict
 from lire_ray.runtime import cluster
@@ -68,7 +69,7 @@ class RoleGroup:
 
         self.recipe = recipe
         self.namespace = namespace
-        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.state_dir = Path(state_dir).resolve() if state_dir is not None else None
         zscore = [rm.name for rm in recipe.rewards if rm.normalize == "zscore"]
         if rewards and zscore and self.state_dir is None:
             raise ConfigError(f"reward models {zscore} use normalize: zscore, whose frozen "
@@ -81,7 +82,7 @@ class RoleGroup:
                            {"chat_template": recipe.data.chat_template,
                             "served_file": self._state_file(SERVED_FILE)}))
         if rewards:
-            starts.append(("reward", RewardActor, (recipe.rewards,),
+            starts.append(("reward", RewardActor, (absolute_reward_paths(recipe.rewards),),
                            {"norm_file": self._state_file(NORM_FILE)}))
         if reference is not None:
             starts.append(("reference", ReferenceActor, (str(reference),), {

@@ -91,9 +91,12 @@ def policy_in(checkpoint: str | Path, *, base: str) -> PolicyInit:
     """
     from lire_ray.errors import ConfigError
 
-    path = Path(checkpoint)
+    path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise ConfigError(f"policy checkpoint {path} does not exist")
+    # Absolute: the actors that load it may run in another working directory (a cluster
+    # joined with ray.address=auto or ray job submit).
+    path = path.resolve()
     info_file = path / INFO_FILE
     if not info_file.is_file():
         return PolicyInit(str(path))
