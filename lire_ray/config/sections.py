@@ -65,6 +65,9 @@ class SamplerConfig(_Strict):
                                      "search with this many groups (paper sec. 4.4).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM; use ~0.25 on CPU.")
     tensor_parallel_size: int = Field(1, ge=1)
+    enforce_eager: bool = Field(False, description="vLLM: run the model eagerly, without "
+                                "torch.compile or CUDA graphs (faster engine start, slower "
+                                "decoding; worth it for tiny models and short runs).")
     max_model_len: int = Field(512, gt=0)
     batch_size: int = Field(16, gt=0, description="Prompts per sampler call.")
     sleep_level: Literal[0, 1, 2] = Field(0, description="vLLM on a CUDA/ROCm GPU with "
