@@ -111,8 +111,11 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
             train_span = (t0, time.time())
             roles.set_phase("sample")
             pool = feed.finish()                          # D_e complete: every prompt once
+            t_serve = time.time()
             policy = _serve(chain, result, step)          # the samplers now serve policy e
             record = _record(step, pool, feed.presampled, train_span, result)
+            if not chain.trainer.serves_weights:  # the samplers reloaded it from disk
+                record["weight_sync_s"] = time.time() - t_serve
             _mark_checkpointed(chain, state)
             rundir.append_metrics({"event": "evolve_step", **record})
             if chain.sink is not None:
