@@ -84,6 +84,8 @@ def test_compare_two_losses_one_seed(compare_run):
     # One pool of 16 prompts, each with K = 4 candidates and reference log-probs, for both.
     manifest = verify_pool(out / "pool")
     assert manifest["num_rows"] == 16 and manifest["num_candidates"] == 64
+    # The report describes that pool, not the prompt rows it was sampled from.
+    assert metrics["setup"]["pool"]["k_rows"] == {"4": 16}
     assert sorted(r["loss"] for r in metrics["runs"]) == ["dpo", "lire"]
     for run in metrics["runs"]:
         assert (out / "checkpoints" / f"{run['loss']}-s0" / "COMPLETE").is_file()

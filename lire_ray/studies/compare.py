@@ -38,7 +38,7 @@ from lire_ray.evaluator import EvalResult, Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference, source_metadata
 from lire_ray.losses import build_loss
 from lire_ray.metrics.summary import first_samples, flatten_run, flip_rates
-from lire_ray.pool import PoolRow, write_pool
+from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.rewards import NORM_METADATA_KEY
 from lire_ray.rundir import prepare_output
 from lire_ray.runtime import (
@@ -191,8 +191,6 @@ def pool_dataset(pool_dir: Path, seed: int):
 
     import ray.data
 
-    from lire_ray.pool import read_pool
-
     table = read_pool(pool_dir)
     order = list(range(table.num_rows))
     random.Random(seed).shuffle(order)
@@ -305,7 +303,9 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         "setup": {"candidates": mode, "base_policy": base, "train_reward":
                   recipe.train_reward_name, "judges": judges, "train_data": recipe.data.train,
                   "eval_data": recipe.data.eval, "prompts": len(eval_rows),
-                  "pool": {**cands.pool_summary(rows), "manifest": manifest},
+                  # What the losses trained on: the prepared rows, or the pool sampled here.
+                  "pool": {**cands.pool_summary(rows if mode == "pool" else table_to_rows(
+                      read_pool(out / "pool"))), "manifest": manifest},
                   "num_candidates": recipe.sampler.num_candidates,
                   "epochs": recipe.train.epochs, "lr": recipe.train.lr,
                   "eval_temperature": t,
