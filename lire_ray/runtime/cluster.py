@@ -258,6 +258,21 @@ def check_feasible(resources: ResourcesConfig, roles: tuple[str, ...] = ("sample
                               f"{total.get(key, 0)}")
 
 
+def close_role(handles: list, *, timeout_s: float) -> None:
+    """Ask a role's actors to release what they hold (``close``), waiting at most
+    ``timeout_s``; an actor that is gone or does not answer in time is left to be killed."""
+    import ray
+
+    refs = []
+    for h in handles:
+        try:
+            refs.append(h.close.remote())
+        except Exception:  # already gone
+            pass
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+
+
 def stop_role(handles: list) -> None:
     """Kill a role's actors (no restart)."""
     import ray

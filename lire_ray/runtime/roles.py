@@ -40,6 +40,10 @@ SERVED_FILE = "served_policy.json"
 NORM_FILE = "reward_norm.json"
 
 
+#: Seconds a sampler may take to shut its engine down before it is killed anyway.
+CLOSE_TIMEOUT_S = 30.0
+
+
 class RoleGroup:
     """The role actors of one run or job.
 
@@ -231,7 +235,9 @@ class RoleGroup:
         return stats_to_dict({n: stats[n] for n in names})
 
     def stop(self) -> None:
-        """Kill every role actor (no restart)."""
+        """Kill every role actor (no restart); samplers first shut their engines down, so that
+        the engine's own processes and memory are gone before another role group starts."""
+        cluster.close_role(self.handles["sampler"], timeout_s=CLOSE_TIMEOUT_S)
         for role in ROLES:
             cluster.stop_role(self.handles[role])
             self.handles[role] = []
