@@ -455,3 +455,20 @@ def test_load_lora_continues_a_saved_adapter(policy_dir, tmp_path):
     assert not any(p.requires_grad for n, p in again.named_parameters() if "lora_" not in n)
     with pytest.raises(ModelLoadError, match="LoRA adapter"):
         load_lora(load_causal_lm(str(policy_dir), dtype="float32"), str(tmp_path / "none"))
+
+
+def test_stale_torch_extension_locks_are_removed_and_fresh_ones_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from lire_ray.training.engine import clear_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    stale, fresh = tmp_path / "old_op" / "lock", tmp_path / "new_op" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir()
+        lock.write_text("")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    assert clear_stale_build_locks(max_age_s=600) == [str(stale)]
+    assert not stale.exists() and fresh.exists()

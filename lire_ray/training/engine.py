@@ -29,6 +29,45 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
+#: A torch extension build lock older than this is taken to be left by a killed process.
+STALE_LOCK_S = 600.0
+
+
+def clear_stale_build_locks(max_age_s: float = STALE_LOCK_S) -> list[str]:
+    """Remove torch-extension build locks left behind by killed processes.
+
+    DeepSpeed loads its CPU ops (e.g. the shared-memory collectives) through torch's extension
+    builder, which holds ``<extensions dir>/<op>/lock`` while it checks or builds the op and
+    waits, silently and forever, while that file exists. A process killed in that window leaves
+    it, and every later training run hangs at start-up. A build takes well under a minute, so
+    a lock older than ``max_age_s`` cannot belong to a live one.
+
+    Args:
+        max_age_s: Age in seconds from which a lock counts as stale.
+
+    Returns:
+        The lock files removed.
+    """
+    import glob
+    import logging
+    import time as _time
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "torch_extensions", "*")
+    removed = []
+    for lock in glob.glob(os.path.join(root, "*", "lock")):
+        try:
+            if _time.time() - os.path.getmtime(lock) > max_age_s:
+                os.remove(lock)
+                removed.append(lock)
+        except OSError:  # gone meanwhile
+            continue
+    for lock in removed:
+        logging.getLogger(__name__).warning(
+            "removed a stale torch extension build lock left by a killed process: %s", lock)
+    return removed
+
+
 def import_deepspeed(use_gpu: bool | None = None):
     """Import DeepSpeed, choosing the CPU accelerator first when no GPU is used.
 
@@ -48,6 +87,7 @@ def import_deepspeed(use_gpu: bool | None = None):
         use_gpu = torch.cuda.is_available()
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    clear_stale_build_locks()
     try:
         import deepspeed
     except ImportError as exc:
