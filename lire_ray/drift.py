@@ -44,6 +44,7 @@ CONTINUABLE = (
     "ray.*",
     "sampler.sleep_level",
     "sampler.gpu_memory_utilization",
+    "sampler.enforce_eager",
     "run.dir",
     "run.resume",
 )
