@@ -29,6 +29,9 @@ from lire_ray.pool import read_pool, table_to_rows
 pytestmark = pytest.mark.integration
 
 PROMPTS = 24
+#: Prompts per optimizer step: six steps per epoch leave a wide window between Ray Train
+#: registering one epoch's checkpoint and the next, for the kill to land in.
+MICRO = 4
 
 
 def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
@@ -45,7 +48,7 @@ def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
                                          + log.read_text()[-2000:])
                 if time.time() > deadline:
                     raise AssertionError("timed out waiting for the kill point")
-                time.sleep(0.2)
+                time.sleep(0.05)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -89,7 +92,8 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "jobs" / "self_enhance.py"), f"run.dir={run}",
             f"run.cache_dir={tiny_cache}", f"data.max_prompts={PROMPTS}",
-            "data.eval_prompts=8", "sampler.batch_size=4", "train.epochs=2", "evolve.steps=2",
+            "data.eval_prompts=8", "sampler.batch_size=4", "train.epochs=2",
+            f"train.micro_batch_prompts={MICRO}", "evolve.steps=2",
             "model.lora.enabled=true", "model.lora.merge_on_save=false", "model.lora.r=8",
             "model.lora.alpha=16", "rewards.0.normalize=zscore", "train.logger=tensorboard",
             "ray.address=local"]
@@ -162,7 +166,7 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     # steps' metrics and the held-out evaluation before (step 0) and after.
     scalars = _tensorboard_scalars(run / "tracking")
     steps = sorted(set(scalars["train/loss"]))
-    assert steps[0] == 1 and len(steps) == 2 * 2 * PROMPTS // 8  # E x I x steps per epoch
+    assert steps[0] == 1 and len(steps) == 2 * 2 * PROMPTS // MICRO  # E x I x steps per epoch
     assert sorted(set(scalars["evolve/policy_reward_mean"])) == [steps[len(steps) // 2 - 1],
                                                                  steps[-1]]
     assert sorted(set(scalars["eval/T0/mean/afinn"])) == [0, steps[-1]]
