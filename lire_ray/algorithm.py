@@ -113,9 +113,10 @@ def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | Non
             pool = feed.finish()                          # D_e complete: every prompt once
             t_serve = time.time()
             policy = _serve(chain, result, step)          # the samplers now serve policy e
-            record = _record(step, pool, feed.presampled, train_span, result)
-            if not chain.trainer.serves_weights:  # the samplers reloaded it from disk
-                record["weight_sync_s"] = time.time() - t_serve
+            # A resident trainer timed its own sending; otherwise the samplers read the disk.
+            sync_s = (result.metrics.get("weight_sync_s", 0.0) if chain.trainer.serves_weights
+                      else time.time() - t_serve)
+            record = _record(step, pool, feed.presampled, train_span, result, sync_s)
             _mark_checkpointed(chain, state)
             rundir.append_metrics({"event": "evolve_step", **record})
             if chain.sink is not None:
@@ -157,14 +158,14 @@ def _serve(chain: Chain, result, step: int) -> PolicyInit:
 
 
 def _record(step: int, pool: dict, presampled: bool, train_span: tuple[float, float],
-            result) -> dict:
+            result, weight_sync_s: float) -> dict:
     """One Evolve step as ``metrics.jsonl`` records it (JSON-ready)."""
     history = result.history
     compute = sum(h.get("step_seconds", 0.0) for h in history)
     record = {"step": step, **pool["stats"], "presampled": presampled,
               "sample_s": sum(b - a for a, b in pool["busy"]),
               "train_s": train_span[1] - train_span[0], "train_compute_s": compute,
-              "weight_sync_s": result.metrics.get("weight_sync_s", 0.0),
+              "weight_sync_s": weight_sync_s,
               "overlap_s": overlap_seconds(pool["busy"], train_span),
               "final_train_metrics": result.metrics,
               "checkpoint": str(result.checkpoint_dir) if result.checkpoint_dir else None,

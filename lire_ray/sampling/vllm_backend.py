@@ -99,7 +99,7 @@ class VLLMSampler:
             model=str(model_path), seed=cfg.seed, dtype=dtype, max_model_len=cfg.max_model_len,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=trust_remote_code,
-            enforce_eager=bool(getattr(cfg, "enforce_eager", False)),
+            enforce_eager=cfg.enforce_eager,
             worker_extension_cls=EXTENSION_QUALNAME)
         if self._max_lora_rank:
             kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank, max_loras=1)

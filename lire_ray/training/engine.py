@@ -50,14 +50,14 @@ def clear_stale_build_locks(max_age_s: float = STALE_LOCK_S) -> list[str]:
     """
     import glob
     import logging
-    import time as _time
+    import time
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "torch_extensions", "*")
     removed = []
     for lock in glob.glob(os.path.join(root, "*", "lock")):
         try:
-            if _time.time() - os.path.getmtime(lock) > max_age_s:
+            if time.time() - os.path.getmtime(lock) > max_age_s:
                 os.remove(lock)
                 removed.append(lock)
         except OSError:  # gone meanwhile
