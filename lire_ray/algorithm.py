@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lire_ray.config import Recipe
+from lire_ray.metrics import grad_health
 from lire_ray.pool import PoolRow
 from lire_ray.pool_sources import pool_source
 from lire_ray.rundir import RunDir
@@ -168,6 +169,8 @@ def _record(step: int, pool: dict, presampled: bool, train_span: tuple[float, fl
               "weight_sync_s": weight_sync_s,
               "overlap_s": overlap_seconds(pool["busy"], train_span),
               "final_train_metrics": result.metrics,
+              # LIRE only (None for other losses): one-hot share and eq. 7 weights of the steps.
+              "grad_health": grad_health.summarize(history),
               "checkpoint": str(result.checkpoint_dir) if result.checkpoint_dir else None,
               "adapter": str(result.adapter_dir) if result.adapter_dir else None}
     return json.loads(json.dumps(record, default=str))

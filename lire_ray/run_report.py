@@ -5,7 +5,8 @@ model the mean held-out reward and the win rate against the human-written answer
 after training, the negative-flip rate (paper A.8), KL to the reference policy and distinct-n
 (so reward hacking and collapse are visible next to the rewards), the reward distributions
 (Fig. 7), per-prompt scores before against after (Fig. 8), a few example responses, and one row
-per Evolve step. ``metrics.json`` holds every number; ``summary.txt`` the headline lines.
+per Evolve step, with LIRE's gradient health (how often Q was one-hot, eq. 7's weights).
+``metrics.json`` holds every number; ``summary.txt`` the headline lines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from lire_ray import plots
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
+from lire_ray.metrics import grad_health
 from lire_ray.metrics.stats import negative_flip_rate
 from lire_ray.metrics.summary import KL_NOTE, WIN_RATE_NOTE, first_samples
 from lire_ray.report import markdown_table, write_report
@@ -88,6 +90,29 @@ def _examples(before: dict, after: dict, n: int = EXAMPLES) -> str:
     return "\n".join(lines)
 
 
+def grad_health_section(stages: list[dict]) -> tuple[str, dict | None]:
+    """The "LIRE gradient health" table (one row per Evolve step) and the whole run's summary.
+
+    Args:
+        stages: The run's ``evolve_step`` records (``grad_health`` as
+            :func:`~lire_ray.metrics.grad_health.summarize` gives it; None for other losses).
+
+    Returns:
+        ``(markdown, summary)``; ``("", None)`` when no step carries the LIRE metrics.
+    """
+    rows = [[s["step"], h["steps"], h["onehot_share"], h["onehot_share_first"],
+             h["onehot_share_last"], f"{h['grad_weight']:.2e}", f"{h['grad_weight_first']:.2e}",
+             f"{h['grad_weight_last']:.2e}", h["onehot_steps"]]
+            for s in stages if (h := s.get("grad_health"))]
+    if not rows:
+        return "", None
+    table = markdown_table(
+        ["Evolve step", "optimizer steps", "one-hot share (mean)", "first step", "last step",
+         "gradient weight (mean)", "first step", "last step", "one-hot steps"], rows)
+    return (table + "\n\n" + grad_health.HEALTH_NOTE,
+            grad_health.merge([s.get("grad_health") for s in stages]))
+
+
 def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
                      after: dict | None, wall_s: float) -> Path:
     """Write ``report.md``, ``metrics.json``, ``summary.txt`` and the plots of a run.
@@ -124,6 +149,14 @@ def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
         made.append(("policy reward of sampled candidates per Evolve step", plots.plot_curves(
             stages, ["policy_reward_mean", "overlap_s"], rundir.root / "plots" / "evolve.png",
             title="Evolve steps")))
+    health, overall = grad_health_section(stages)
+    if overall is not None:
+        metrics["grad_health"] = overall
+        sections.append(("LIRE gradient health", health))
+        summary.append(f"LIRE gradient health: one-hot share {overall['onehot_share']:.3f} "
+                       f"(mean over {overall['steps']} optimizer steps; last "
+                       f"{overall['onehot_share_last']:.3f}), gradient weight "
+                       f"{overall['grad_weight']:.2e}")
     atomic_write_text(rundir.root / "summary.txt", "\n".join(summary) + "\n")
     sections.append(("Run", f"Wall time {wall_s:.0f} s. Recipe snapshot: `config.yaml`; pools: "
                             "`pools/`; checkpoints: `checkpoints/`; per-step metrics: "

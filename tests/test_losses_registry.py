@@ -96,7 +96,7 @@ def test_registry_rejects_unknown_names_params_and_values():
     with pytest.raises(ConfigError, match="unknown loss 'ppo'.*dpo.*lire"):
         build_loss("ppo", {})
     with pytest.raises(ConfigError, match="unknown parameter.*temprature.*allowed: "
-                                          "reward_transform, sft_target, sft_weight, temperature"):
+                                          "reward_transform, score, sft_target, sft_weight, temperature"):
         build_loss("lire", {"temprature": 2.0})
     with pytest.raises(ConfigError, match="beta"):
         build_loss("dpo", {"beta": -1})

@@ -137,7 +137,7 @@ def _spec(name, fn, check, *, needs_reference, needs_lengths, lengths_needed=Non
 LOSSES: dict[str, LossSpec] = {
     s.name: s for s in (
         _spec("lire", lire_loss, check_lire_params, needs_reference=False, needs_lengths=False,
-              lengths_needed=lambda p: p["sft_weight"] > 0),
+              lengths_needed=lambda p: p["sft_weight"] > 0 or p["score"] == "mean"),
         _spec("sft", sft_loss, check_sft_params, needs_reference=False, needs_lengths=True),
         _spec("dpo", dpo_loss, check_dpo_params, needs_reference=True, needs_lengths=False),
         _spec("ipo", ipo_loss, check_ipo_params, needs_reference=True, needs_lengths=True,

@@ -34,6 +34,8 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.losses import build_loss
+from lire_ray.metrics.grad_health import GradHealthWatch
 from lire_ray.progress import Progress
 from lire_ray.training.data import deal
 from lire_ray.training.engine import rows_per_worker, steps_per_epoch
@@ -207,6 +209,9 @@ class ResidentTrainerGroup:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.sink = sink
+        #: Warns once per run, as the step records arrive, when LIRE's Q turns one-hot.
+        self.watch = GradHealthWatch(build_loss(recipe.loss.name, recipe.loss.params).params,
+                                     run=name)
 
     def start(self, init: PolicyInit, num_prompts: int, version: int) -> None:
         """Start the worker group now (it loads the model and DeepSpeed while the first pool
@@ -252,6 +257,8 @@ class ResidentTrainerGroup:
 
         for record, step, prefix in ray.get(self._coord.drain.remote()):
             progress.update()
+            if prefix == "train":
+                self.watch.observe({**record, "step": step})
             if self.sink is not None:
                 self.sink.log(record, step, prefix)
 

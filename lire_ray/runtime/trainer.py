@@ -28,6 +28,7 @@ from lire_ray.config import Recipe
 from lire_ray.env_forward import forwarded_env
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
+from lire_ray.metrics.grad_health import GradHealthWatch
 from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger
@@ -191,6 +192,8 @@ class TrainerGroup:
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
+        #: Warns once over every ``fit`` of this group when LIRE's Q turns one-hot.
+        self.watch: GradHealthWatch | None = None
 
     def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
@@ -238,6 +241,11 @@ class TrainerGroup:
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
             raise ActorFailure("trainer", failure_message(exc)) from exc
         history = result.return_value or []
+        if self.watch is None:
+            self.watch = GradHealthWatch(build_loss(self.recipe.loss.name,
+                                                    self.recipe.loss.params).params,
+                                         run=self.name)
+        self.watch.observe_all(history)
         done = max((int(h["epoch"]) for h in history
                     if h.get("policy_version") == policy_version), default=0)
         return collect_result(spec.output_dir, history, done)

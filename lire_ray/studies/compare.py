@@ -37,6 +37,7 @@ from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.evaluator import EvalResult, Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference, source_metadata
 from lire_ray.losses import build_loss
+from lire_ray.metrics import grad_health
 from lire_ray.metrics.summary import first_samples, flatten_run, flip_rates
 from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.rewards import NORM_METADATA_KEY
@@ -383,5 +384,6 @@ def _train_all(arms: Sequence[Arm], seeds: Sequence[int], out: Path, manifest: d
                 "label": arm.label, "loss": recipe.loss.name, "seed": seed,
                 "value": arm.value, "checkpoint": str(result.checkpoint_dir),
                 "final_loss": result.metrics.get("loss", float("nan")),
-                "train_s": time.time() - start, "history": result.history}, default=float)))
+                "train_s": time.time() - start, "history": result.history,
+                "grad_health": grad_health.summarize(result.history)}, default=float)))
     return trained

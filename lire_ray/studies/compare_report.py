@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lire_ray import plots
+from lire_ray.metrics import grad_health
 from lire_ray.metrics.summary import CI_NOTE, KL_NOTE, WIN_RATE_NOTE, aggregate_seeds, format_ci
 from lire_ray.report import markdown_table, write_report
 
@@ -106,6 +107,41 @@ def tables(m: Mapping, agg: Mapping[str, Mapping]) -> dict[str, str]:
     return out
 
 
+def _sci(cell: Mapping[str, float]) -> str:
+    """An aggregated cell in scientific notation (gradient weights span decades)."""
+    m, h = cell["mean"], cell["half_width"]
+    if not math.isfinite(m):
+        return "n/a"
+    return f"{m:.2e}" if not math.isfinite(h) else f"{m:.2e} ± {h:.1e}"
+
+
+def grad_health_table(m: Mapping) -> str:
+    """The "LIRE gradient health" table: per method whose runs carry the LIRE metrics, the
+    one-hot share and gradient weight over each run's optimizer steps, aggregated over seeds;
+    "" when no run does (no LIRE arm)."""
+    rows = []
+    for arm in m["arms"]:
+        runs = [r for r in m["runs"] if r["label"] == arm["label"]]
+        health = [h for r in runs if (h := r.get("grad_health")
+                                      or grad_health.summarize(r.get("history", [])))]
+        if not health:
+            continue
+        agg = aggregate_seeds([dict(h) for h in health])
+        rows.append([arm["label"], len(health), format_ci(agg["steps"], 1),
+                     format_ci(agg["onehot_share"], 3), format_ci(agg["onehot_share_first"], 3),
+                     format_ci(agg["onehot_share_last"], 3), _sci(agg["grad_weight"]),
+                     _sci(agg["grad_weight_first"]), _sci(agg["grad_weight_last"]),
+                     f"{sum(h['onehot_steps'] > 0 for h in health)}/{len(health)}"])
+    if not rows:
+        return ""
+    return markdown_table(
+        ["method", "seeds", "optimizer steps", "one-hot share (mean over steps)", "first step",
+         "last step", "gradient weight (mean over steps)", "first step", "last step",
+         "runs warned"], rows) + (
+        f"\n\n{grad_health.HEALTH_NOTE} Cells are mean ± 95% CI over seeds of each run's "
+        "value; runs warned: runs with at least one one-hot step.")
+
+
 def _record_flat(rec: Mapping, judges: Sequence[str]) -> dict[str, float]:
     """One evaluation record's table columns."""
     out = {f"reward/{j}": rec["mean"].get(j, float("nan")) for j in judges}
@@ -186,6 +222,7 @@ def write_compare_report(out: Path, m: dict) -> Path:
         ("Details", tb["details"] + f"\n\n{KL_NOTE} distinct-2: distinct word bigrams / all "
          f"bigrams of the responses. {FLIP_NOTE} The last column lists the mean number of "
          "candidates per prompt the loss saw in each training step."),
+        *([("LIRE gradient health", health)] if (health := grad_health_table(m)) else []),
         ("Every evaluation temperature", tb["temps"] + "\n\nGreedy decoding (T=0) draws one "
          "response per prompt; T > 0 draws several, all of which enter each cell. Mean ± 95% "
          "CI over seeds, as above."),

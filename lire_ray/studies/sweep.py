@@ -30,6 +30,7 @@ from lire_ray.config import Recipe, apply_override, format_validation_error, par
 from lire_ray.errors import ConfigError
 from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.metrics import grad_health
 from lire_ray.rundir import prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.studies import candidates as cands
@@ -216,6 +217,7 @@ def _chain_run(arm: Arm, seed: int, roles: RoleGroup, ev: Evaluator, base_res, r
            "checkpoint": str(root / "checkpoints"),
            "final_loss": steps[-1]["final_train_metrics"].get("loss", float("nan")),
            "train_s": time.time() - start,
+           "grad_health": grad_health.merge([st.get("grad_health") for st in steps]),
            "history": [{"step": st["step"],
                         "loss": st["final_train_metrics"].get("loss", float("nan")),
                         "pool_reward_mean": st["policy_reward_mean"]} for st in steps]}

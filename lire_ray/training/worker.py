@@ -6,7 +6,8 @@ them are in :mod:`lire_ray.runtime.trainer` (one run per Evolve step) and
 :mod:`lire_ray.runtime.resident` (one resident run for every Evolve step).
 
 Every optimizer step produces one record, reduced over all workers: ``loss``, the loss's own
-metrics (for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise``), ``grad_norm``
+metrics (for LIRE ``accuracy``, ``entropy`` of Q, ``q_best``, ``listwise`` and the gradient
+health ``onehot_share`` / ``grad_weight`` of :mod:`lire_ray.metrics.grad_health`), ``grad_norm``
 (before clipping), ``lr``, ``prompts``, ``tokens`` (tokens the model ran, a prompt once per
 group under shared-prefix packing), ``naive_tokens`` (a prompt once per candidate), their rates
 ``tokens_per_s`` / ``naive_tokens_per_s``, and ``step_seconds``. Records go to the metric sink
@@ -312,9 +313,11 @@ class TrainingRun:
             if sink is not None:
                 sink.log(record, self.state.step)
             if self.rank == 0:
-                log.info("step %d/%d epoch %d loss %.4f lr %.2e %.0f tok/s", self.state.step,
+                onehot = (f" one-hot Q {100 * record['onehot_share']:.0f}%"
+                          if "onehot_share" in record else "")
+                log.info("step %d/%d epoch %d loss %.4f lr %.2e %.0f tok/s%s", self.state.step,
                          self.total_steps, epoch + 1, record["loss"], record["lr"],
-                         record["tokens_per_s"])
+                         record["tokens_per_s"], onehot)
 
     def open_sink(self) -> MetricSink | None:
         """The metric sink of this run (rank 0 only; None with ``train.logger=none``)."""
