@@ -327,3 +327,82 @@ def test_invalid_inputs_raise():
         lire_loss(s, _t([[0.0, float("nan")]]))
     with pytest.raises(DataError, match="policy_logps"):
         lire_loss(torch.tensor([[1, 2]]), r)
+
+
+# ---------------------------------------------------------------------------------------------
+# score: sum | mean, and the gradient-health metrics (one-hot share, eq. 7 weights)
+# ---------------------------------------------------------------------------------------------
+
+def test_score_mean_matches_hand_computation_with_eq7_gradients():
+    # Row 0: three real candidates of 4, 10 and 2 tokens. Row 1: a zero-length real candidate
+    # (summed log-prob 0, scored 0 / max(0, 1) = 0) and a padded slot holding garbage.
+    s = [[-8.0, -30.0, -3.0], [0.0, -6.0, 123.0]]
+    r = [[1.0, 3.0, 0.0], [0.5, 2.0, -7.0]]
+    lengths = torch.tensor([[4, 10, 2], [0, 3, 0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    temperature = 0.5
+    rows = [([-8.0 / 4, -30.0 / 10, -3.0 / 2], [1.0, 3.0, 0.0]), ([0.0, -6.0 / 3], [0.5, 2.0])]
+    want_loss, want_grad, want_weight = [], [], []
+    for scores, rewards in rows:
+        e = [math.exp(x / temperature) for x in scores]
+        q = [x / sum(e) for x in e]
+        er = [math.exp(x) for x in rewards]
+        rt = [x / sum(er) for x in er]
+        ex = sum(a * b for a, b in zip(q, rt, strict=True))
+        want_loss.append(-ex)
+        w = [qj * (rj - ex) / temperature for qj, rj in zip(q, rt, strict=True)]
+        want_weight.append(sum(abs(x) for x in w) / len(w))
+        # eq. 7 on the score s_j / len_j: d loss / d logp_j = -w_j / max(len_j, 1).
+        want_grad.append(w)
+    loss, grad, m = _grad(lire_loss, _t(s), rewards=_t(r), mask=mask, lengths=lengths,
+                          temperature=temperature, score="mean")
+    assert loss.tolist() == pytest.approx(want_loss, rel=1e-12)
+    lens = [[4, 10, 2], [1, 3]]
+    for i in range(2):
+        got = [grad[i, j].item() for j in range(len(lens[i]))]
+        assert got == pytest.approx([-w / n for w, n in zip(want_grad[i], lens[i], strict=True)],
+                                    rel=1e-10)
+    assert grad[1, 2].item() == 0.0 and torch.isfinite(grad).all()
+    assert m["grad_weight"].item() == pytest.approx(sum(want_weight) / 2, rel=1e-12)
+    # score=sum is the paper's arithmetic: the same call without "mean" ignores the lengths.
+    summed, _ = lire_loss(_t(s), _t(r), mask=mask, lengths=lengths, temperature=temperature)
+    plain, _ = lire_loss(_t(s), _t(r), mask=mask, temperature=temperature)
+    assert torch.equal(summed, plain)
+    assert not torch.allclose(summed, loss)
+
+
+def test_score_mean_needs_lengths_and_the_registry_asks_for_them():
+    from lire_ray.losses import build_loss
+
+    with pytest.raises(ConfigError, match="lengths"):
+        lire_loss(_t([[-1.0, -2.0]]), _t([[0.0, 1.0]]), score="mean")
+    with pytest.raises(ConfigError, match="score"):
+        lire_loss(_t([[-1.0, -2.0]]), _t([[0.0, 1.0]]), score="max")
+    assert build_loss("lire", {"score": "mean"}).needs_lengths
+    assert not build_loss("lire", {"score": "sum"}).needs_lengths
+
+
+def test_onehot_share_and_grad_weight_by_hand():
+    # Row 0: summed log-probs 40 nats apart at T = 2 -> max Q = 1 / (1 + e^-20): one-hot.
+    # Row 1: 1 nat apart -> max Q = 1 / (1 + e^-0.5) = 0.62: not one-hot.
+    # Row 2: one real candidate: counted in neither metric.
+    s = _t([[-10.0, -50.0], [-3.0, -4.0], [-5.0, -1.0]])
+    r = _t([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0]])
+    mask = torch.tensor([[True, True], [True, True], [True, False]])
+    _, m = lire_loss(s, r, mask=mask, temperature=2.0, reward_transform="raw")
+    assert m["onehot_share"].item() == pytest.approx(0.5, abs=0.0)
+    weights = []
+    for si, ri in (([-10.0, -50.0], [0.0, 1.0]), ([-3.0, -4.0], [2.0, 0.0])):
+        q = _ref_q(si, 2.0)
+        ex = sum(a * b for a, b in zip(q, ri, strict=True))
+        weights.append(sum(abs(qj * (rj - ex) / 2.0) for qj, rj in zip(q, ri, strict=True)) / 2)
+    assert weights[0] < 1e-8 < weights[1]
+    assert m["grad_weight"].item() == pytest.approx(sum(weights) / 2, rel=1e-12)
+    # The same weights are what autograd gives: |d loss / d s_j| averaged per prompt.
+    _, grad, _ = _grad(lire_loss, s, rewards=r, mask=mask, temperature=2.0,
+                       reward_transform="raw")
+    assert ((grad[0].abs().sum() / 2 + grad[1].abs().sum() / 2) / 2).item() == \
+        pytest.approx(m["grad_weight"].item(), rel=1e-12)
+    # A higher temperature flattens Q: the 40-nat row is no longer one-hot at T = 20.
+    _, flat = lire_loss(s, r, mask=mask, temperature=20.0, reward_transform="raw")
+    assert flat["onehot_share"].item() == 0.0

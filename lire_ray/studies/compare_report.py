@@ -127,7 +127,7 @@ def grad_health_table(m: Mapping) -> str:
         if not health:
             continue
         agg = aggregate_seeds([dict(h) for h in health])
-        rows.append([arm["label"], len(health), format_ci(agg["steps"], 1),
+        rows.append([arm["label"], len(health), f"{agg['steps']['mean']:g}",
                      format_ci(agg["onehot_share"], 3), format_ci(agg["onehot_share_first"], 3),
                      format_ci(agg["onehot_share_last"], 3), _sci(agg["grad_weight"]),
                      _sci(agg["grad_weight_first"]), _sci(agg["grad_weight_last"]),
