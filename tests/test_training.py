@@ -191,6 +191,28 @@ def test_step_metrics_count_shared_and_naive_tokens(two_worker_run, pool_rows, p
     assert result.adapter_dir is None and result.full_model and result.epochs_done == EPOCHS
 
 
+def test_first_step_gradient_health_matches_a_hand_computation(two_worker_run, pool_rows,
+                                                               policy_dir):
+    """Step 1 runs on the initial policy: its one-hot share and mean |eq. 7 weight| over the
+    8 prompts, computed here from naive log-probs, must be what the two workers reported."""
+    result, _ = two_worker_run
+    model = load_causal_lm(policy_dir, dtype="float32")
+    shares, weights = [], []
+    with torch.no_grad():
+        for g in groups_of(pool_rows, policy_dir):
+            q = torch.softmax(naive_logps(model, g).double() / TEMPERATURE, dim=0).tolist()
+            e = [math.exp(r) for r in g.rewards]
+            rt = [x / sum(e) for x in e]
+            ex = sum(a * b for a, b in zip(q, rt, strict=True))
+            shares.append(float(max(q) > 0.99))
+            weights.append(sum(abs(a * (b - ex) / TEMPERATURE)
+                               for a, b in zip(q, rt, strict=True)) / len(q))
+    first = result.history[0]
+    assert first["onehot_share"] == pytest.approx(sum(shares) / len(shares), abs=1e-12)
+    assert first["grad_weight"] == pytest.approx(sum(weights) / len(weights), rel=1e-4)
+    assert all(0.0 <= h["onehot_share"] <= 1.0 and h["grad_weight"] > 0 for h in result.history)
+
+
 def test_tensorboard_events_written(two_worker_run):
     _, tmp = two_worker_run
     events = list((tmp / "ray_train" / "tensorboard").rglob("events.out.tfevents.*"))
