@@ -332,7 +332,9 @@ def test_compare_report_without_ray(tmp_path):
                        1.0: {"rm": [[v], [0.0]], "judge": [[v], [2.0]]}}, human, (v, 0.1))
         run = {"label": loss, "loss": loss, "seed": seed, **evaluate_json(res, 0.0),
                "negative_flip_rate": {"rm": 0.5, "judge": 0.5}, "final_loss": 1.0 - v,
-               "history": [{"step": 1, "loss": 1.0 - v, "candidates": 2.0}]}
+               "history": [{"step": 1, "loss": 1.0 - v, "candidates": 2.0,
+                            **({"onehot_share": v, "grad_weight": 0.01} if loss == "lire"
+                               else {})}]}
         run["flat"] = flat_of(run, judges)
         runs.append(run)
     arms = [{"label": n, "loss": n, "params": {"beta": 0.1} if n == "dpo" else {},
@@ -356,6 +358,9 @@ def test_compare_report_without_ray(tmp_path):
     text = report.read_text()
     assert f"0.4000 ± {half:.4f}" in text
     assert "samplers alive during training: 0" in text and "beta=0.1" in text
+    # LIRE gradient health: one-hot shares 0.3 and 0.5 over the two seeds; DPO has none.
+    health = text.split("## LIRE gradient health")[1].split("\n## ")[0]
+    assert f"| lire | 2 | 1 | 0.400 ± {half:.3f} |" in health and "| dpo" not in health
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(links) == set(metrics["plots"]) == {
         "plots/frontier.png", "plots/win_rate_vs_k_rm.png", "plots/win_rate_vs_k_judge.png",
