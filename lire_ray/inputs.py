@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lire_ray.adapters.builtin import BUILTIN_SETS, builtin_rows
 from lire_ray.config import Recipe, RewardModelConfig
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
-from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
+from lire_ray.pool import PoolRow, read_pool, table_to_rows
 
-#: Builtin prompt sets of the embedded task, by name.
-BUILTIN_SPLITS = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldout"}
+#: Built-in prompt sets, by name (see :mod:`lire_ray.adapters.builtin`).
+BUILTIN_SPLITS = BUILTIN_SETS
 
 
 def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
@@ -61,7 +62,8 @@ def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
     """Prompt rows (with their human-written candidates) from a builtin set or a pool directory.
 
     Args:
-        spec: ``builtin:reviews``, ``builtin:reviews-heldout`` or a pool directory.
+        spec: A built-in set (``builtin:reviews``, ``builtin:chitchat``, their ``-heldout``
+            splits) or a pool directory.
         limit: Keep the first ``limit`` rows.
 
     Returns:
@@ -69,18 +71,12 @@ def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
 
     Raises:
         ConfigError: Unknown builtin name.
+        DependencyError: The package holding a built-in set is not installed.
         DataError: The set holds no prompt.
         PoolIntegrityError: The pool directory does not match its manifest.
     """
     if spec.startswith("builtin:"):
-        from lire_ray.demo import reviews
-
-        if spec not in BUILTIN_SPLITS:
-            raise ConfigError(f"unknown builtin dataset '{spec}'; known: {sorted(BUILTIN_SPLITS)}")
-        rows = [PoolRow(prompt_id=r["prompt_id"], prompt=r["prompt"], responses=r["responses"],
-                        sources=(HUMAN,) * len(r["responses"]),
-                        policy_version=(-1,) * len(r["responses"]), preferred=-1)
-                for r in reviews.prompt_rows(BUILTIN_SPLITS[spec], limit)]
+        rows = builtin_rows(spec, limit)
     else:
         rows = table_to_rows(read_pool(spec))
         rows = rows[:limit] if limit else rows
