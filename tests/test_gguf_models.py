@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from _gguf import CHAT_TEMPLATE, HEADS, KV_HEADS, tiny_llama_tensors, write_tiny_llama_gguf
+
 from lire_ray import gguf_models
 from lire_ray.config import load_recipe
 from lire_ray.errors import DependencyError, ModelLoadError
