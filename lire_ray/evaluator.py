@@ -48,6 +48,8 @@ class Generation:
         scores: ``{rm: [P][n]}`` rewards.
         policy_logps: [P][n] the sampler's summed log-probs (None where not reported).
         token_ids: [P][n] the generated token ids.
+        prompt_texts: [P] the exact prompt text each prompt was sampled from (chat template
+            applied), as the samplers report it.
     """
 
     temperature: float
@@ -55,14 +57,18 @@ class Generation:
     scores: dict[str, list[list[float]]]
     policy_logps: list[list[float | None]]
     token_ids: list[list[tuple[int, ...]]]
+    prompt_texts: list[str] = field(default_factory=list)
 
 
 @dataclass
 class EvalResult:
-    """One policy's evaluation: a record per temperature and the generations behind them."""
+    """One policy's evaluation: a record per temperature, the generations behind them, and the
+    held-out prompts as sampled (``{"prompt_id", "prompt_text"}`` each: the rendered text, so
+    a run can be audited token for token)."""
 
     records: list[dict]
     generations: dict[float, Generation] = field(default_factory=dict)
+    prompts: list[dict] = field(default_factory=list)
 
     @property
     def kl(self) -> dict:
@@ -80,8 +86,9 @@ class EvalResult:
         return self.generations[temperature]
 
     def to_json(self) -> dict:
-        """Records and per-prompt responses and scores, JSON-ready."""
-        return {"records": self.records, "generations": {
+        """Records, the held-out prompts' rendered texts, and per-prompt responses and scores,
+        JSON-ready."""
+        return {"records": self.records, "held_out_prompts": self.prompts, "generations": {
             str(t): {"responses": g.responses, "scores": g.scores}
             for t, g in self.generations.items()}}
 
@@ -140,7 +147,8 @@ class Evaluator:
         scores = self.roles.call("reward", "score_samples", self.rows, texts)
         return Generation(temperature, texts, scores,
                           [[c.cumulative_logprob for c in s.candidates] for s in samples],
-                          [[tuple(c.token_ids) for c in s.candidates] for s in samples])
+                          [[tuple(c.token_ids) for c in s.candidates] for s in samples],
+                          [s.prompt_text for s in samples])
 
     def matched(self, gen: Generation) -> list[list[bool]]:
         """[P][n]: whether each response re-tokenises (as the reference scores it) to its tokens."""
@@ -183,7 +191,8 @@ class Evaluator:
             with_kl: Also sample at temperature 1 and estimate the KL.
 
         Returns:
-            An :class:`EvalResult` with one record per temperature: ``{"temperature",
+            An :class:`EvalResult` with the held-out prompts' rendered texts and one record per
+            temperature: ``{"temperature",
             "samples_per_prompt", "mean", "win_rate", "win_rate_prompts", "avg_win_rate",
             "divergence", "distinct"}``.
         """
@@ -197,6 +206,9 @@ class Evaluator:
             gen = self.generate(t, 1 if t == 0.0 else n_hot)
             flat = [x for s in gen.responses for x in s]
             result.generations[t] = gen
+            if not result.prompts:
+                result.prompts = [{"prompt_id": r.prompt_id, "prompt_text": text}
+                                  for r, text in zip(self.rows, gen.prompt_texts)]
             result.records.append({
                 "temperature": t, "samples_per_prompt": len(gen.responses[0]),
                 **sample_summary(gen.scores, self.human, judges),

@@ -9,33 +9,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lire_ray.adapters.builtin import BUILTIN_SETS, builtin_rows
 from lire_ray.config import Recipe, RewardModelConfig
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
-from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
+from lire_ray.gguf_models import ensure_hf_from_gguf, is_gguf_spec
+from lire_ray.pool import PoolRow, read_pool, table_to_rows
 
-#: Builtin prompt sets of the embedded task, by name.
-BUILTIN_SPLITS = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldout"}
+#: Built-in prompt sets, by name (see :mod:`lire_ray.adapters.builtin`).
+BUILTIN_SPLITS = BUILTIN_SETS
 
 
-def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
-    """A policy the recipe names: 'tiny' builds (once) the embedded default; a local path must
-    exist and is returned absolute; anything else is a hub id passed on.
+def resolve_policy(recipe: Recipe, name: str | None = None, *, key: str = "model.policy") -> str:
+    """A policy the recipe names: 'tiny' builds (once) the embedded default; a GGUF model (a
+    ``.gguf`` file or a built-in name such as ``smollm2-135m-instruct``) is converted (once)
+    into an HF folder under ``run.cache_dir``; a local path must exist and is returned
+    absolute; anything else is a hub id passed on.
 
     Args:
-        recipe: The recipe (``model.policy``, ``run.cache_dir``).
+        recipe: The recipe (``model.policy``, ``model.dtype``, ``run.cache_dir``).
         name: Resolve this name instead of ``model.policy`` (e.g. ``model.reference``).
+        key: The recipe key that named it, for messages.
 
     Raises:
-        ModelLoadError: A local path that does not exist.
+        ModelLoadError: A local path that does not exist, or a GGUF file that cannot be
+            converted (truncated, corrupt, an architecture transformers cannot read).
+        DependencyError: A built-in GGUF model whose package is not installed.
     """
     policy = recipe.model.policy if name is None else name
     if policy == "tiny":
         from lire_ray.demo.tiny_policy import ensure_tiny_policy
 
         return str(ensure_tiny_policy(recipe.run.cache_dir))
+    if is_gguf_spec(policy):
+        return str(ensure_hf_from_gguf(policy, recipe.run.cache_dir, dtype=recipe.model.dtype,
+                                       key=key))
     local = Path(policy).expanduser()
     if (policy.startswith((".", "/", "~")) or policy.count("/") > 1) and not local.exists():
-        raise ModelLoadError(f"local model path '{policy}' does not exist")
+        raise ModelLoadError(f"{key}: local model path '{policy}' does not exist")
     # A local directory goes to the actors as an absolute path: they may run in another
     # working directory (a cluster joined with ray.address=auto or ray job submit).
     return str(local.resolve()) if local.is_dir() else policy
@@ -54,14 +64,17 @@ def absolute_reward_paths(rewards: Sequence[RewardModelConfig]) -> list[RewardMo
 
 def resolve_reference(recipe: Recipe) -> str:
     """The reference policy: ``model.reference``, default the initial policy."""
-    return resolve_policy(recipe, recipe.model.reference or recipe.model.policy)
+    if recipe.model.reference is None:
+        return resolve_policy(recipe)
+    return resolve_policy(recipe, recipe.model.reference, key="model.reference")
 
 
 def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
     """Prompt rows (with their human-written candidates) from a builtin set or a pool directory.
 
     Args:
-        spec: ``builtin:reviews``, ``builtin:reviews-heldout`` or a pool directory.
+        spec: A built-in set (``builtin:reviews``, ``builtin:chitchat``, their ``-heldout``
+            splits) or a pool directory.
         limit: Keep the first ``limit`` rows.
 
     Returns:
@@ -69,18 +82,12 @@ def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
 
     Raises:
         ConfigError: Unknown builtin name.
+        DependencyError: The package holding a built-in set is not installed.
         DataError: The set holds no prompt.
         PoolIntegrityError: The pool directory does not match its manifest.
     """
     if spec.startswith("builtin:"):
-        from lire_ray.demo import reviews
-
-        if spec not in BUILTIN_SPLITS:
-            raise ConfigError(f"unknown builtin dataset '{spec}'; known: {sorted(BUILTIN_SPLITS)}")
-        rows = [PoolRow(prompt_id=r["prompt_id"], prompt=r["prompt"], responses=r["responses"],
-                        sources=(HUMAN,) * len(r["responses"]),
-                        policy_version=(-1,) * len(r["responses"]), preferred=-1)
-                for r in reviews.prompt_rows(BUILTIN_SPLITS[spec], limit)]
+        rows = builtin_rows(spec, limit)
     else:
         rows = table_to_rows(read_pool(spec))
         rows = rows[:limit] if limit else rows

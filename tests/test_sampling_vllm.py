@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
+from _served import served_mismatches  # noqa: E402
+
 from actors.sampler import SamplerActor  # noqa: E402
 from lire_ray.config import LoraConfig, ModelConfig, SamplerConfig  # noqa: E402
 from lire_ray.demo.tiny_models import build_tiny_policy  # noqa: E402
@@ -163,6 +165,11 @@ def test_weight_reload_changes_greedy_outputs(env):
     assert [g[0].text for g in other] != base
     assert all(g[0].policy_version == 1 for g in other)
     assert_served_weights_are(other, paths["other"])
+    # Served == trained: every greedy token is the reloaded checkpoint's argmax under teacher
+    # forcing; the previous checkpoint's argmax differs somewhere.
+    tokens = [g[0].token_ids for g in other]
+    assert served_mismatches(paths["other"], PROMPTS, tokens, max_prompt_tokens=MAX_PROMPT) == []
+    assert served_mismatches(paths["base"], PROMPTS, tokens, max_prompt_tokens=MAX_PROMPT)
     actor.load_weights(paths["base"], 2)
     assert greedy(actor) == base  # in-place reload, prefix cache reset: exactly the old policy
 
@@ -175,6 +182,9 @@ def test_lora_adapter_is_served(env):
     assert [g[0].text for g in with_a] != base
     assert all(g[0].policy_version == 3 for g in with_a)
     assert_served_weights_are(with_a, paths["base"], paths["lora_a"])
+    tokens = [g[0].token_ids for g in with_a]
+    assert served_mismatches(paths["base"], PROMPTS, tokens, max_prompt_tokens=MAX_PROMPT,
+                             adapter=paths["lora_a"]) == []
     out = actor.sample_rows(_rows(PROMPTS[:1]), n=4)
     assert {c.policy_version for c in out[0].candidates} == {3}
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lire_ray.adapters.builtin import BUILTIN_SETS, builtin_rows
 from lire_ray.adapters.formats import PARSERS, RecordParser, merge_tldr
 from lire_ray.adapters.inputs import open_input, parse_columns, rename_columns
 from lire_ray.adapters.records import BadRow, Fields, Record, source_field
@@ -29,7 +30,8 @@ from lire_ray.adapters.trl import TrlParser
 from lire_ray.errors import ConfigError, DataError
 from lire_ray.pool import PoolRow, check_pool_target, write_pool
 
-FORMATS = (*PARSERS, "trl")
+#: ``builtin``: a built-in prompt set named as the input (``--input builtin:chitchat``).
+FORMATS = (*PARSERS, "trl", "builtin")
 ON_BAD_ROW = ("error", "skip")
 
 
@@ -121,8 +123,9 @@ def convert_records(fmt: str, records: Iterable[Record | tuple[int, dict | BadRo
         DataError: A bad row under ``on_bad_row="error"``, a problem with the whole input, or
             no valid rows at all.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in FORMATS or fmt == "builtin":
+        raise ConfigError(f"unknown record format {fmt!r}; choose one of "
+                          f"{', '.join(f for f in FORMATS if f != 'builtin')}")
     if on_bad_row not in ON_BAD_ROW:
         raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     if limit is not None and limit < 0:
@@ -180,10 +183,11 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str | None = None,
     """Read an input dataset, convert it, and write the pool atomically.
 
     Args:
-        fmt: One of ``FORMATS`` ("hh", "tldr", "listwise", "chat", "trl").
+        fmt: One of ``FORMATS`` ("hh", "tldr", "listwise", "chat", "trl", "builtin").
         input_spec: A JSONL/JSON/Parquet file (optionally .gz), a folder of Parquet or JSONL
             shards, a ``datasets`` ``save_to_disk`` folder, or a Hugging Face hub dataset id
-            read from the local cache (see :mod:`lire_ray.adapters.inputs`).
+            read from the local cache (see :mod:`lire_ray.adapters.inputs`); with ``fmt``
+            "builtin", a built-in prompt set (``builtin:chitchat``, ...).
         output: Pool directory to create.
         split: Split to read from a folder of several splits, a saved DatasetDict or a hub id
             (None: "train", or the only split there is).
@@ -210,6 +214,8 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str | None = None,
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     columns = parse_columns(columns)
     check_pool_target(output, overwrite)  # before the conversion, which may be long
+    if fmt == "builtin" or input_spec.startswith("builtin:"):
+        return _prepare_builtin(fmt, input_spec, output, limit=limit, overwrite=overwrite)
     opened = open_input(input_spec, split=split, hf_config=hf_config)
     rows, report = convert_records(fmt, opened.records, source=opened.source,
                                    on_bad_row=on_bad_row, limit=limit, columns=columns,
@@ -225,5 +231,25 @@ def prepare_pool(fmt: str, input_spec: str, output, *, split: str | None = None,
     metadata = {"source_format": fmt, **report.details, "prepare": prepare}
     write_pool(rows, output, metadata=metadata, overwrite=overwrite,
                skipped=[asdict(s) for s in report.skipped])
+    report.output = str(output)
+    return report
+
+
+def _prepare_builtin(fmt: str, input_spec: str, output, *, limit: int | None,
+                     overwrite: bool) -> PrepareReport:
+    """Write a built-in prompt set (``--format builtin --input builtin:NAME``) as a pool."""
+    if fmt != "builtin" or input_spec not in BUILTIN_SETS:
+        raise ConfigError(f"built-in prompt sets are read with --format builtin and --input one "
+                          f"of {', '.join(sorted(BUILTIN_SETS))}; got --format {fmt} --input "
+                          f"{input_spec}")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
+    rows = builtin_rows(input_spec, limit)
+    report = PrepareReport(source=input_spec, input_rows=len(rows), num_rows=len(rows),
+                           num_candidates=sum(r.num_candidates for r in rows))
+    metadata = {"source_format": "builtin",
+                "prepare": {"format": fmt, "input": input_spec, "input_kind": "builtin",
+                            "limit": limit, "input_rows": len(rows)}}
+    write_pool(rows, output, metadata=metadata, overwrite=overwrite, skipped=[])
     report.output = str(output)
     return report

@@ -205,7 +205,7 @@ def evaluate_run(ev: Evaluator, base: EvalResult, *, judges: list[str]) -> dict:
     res = ev.evaluate(judges=judges)
     scores = res.generation(t).scores
     run = {"records": res.records, "kl": res.kl, "table": res.record(t),
-           "first_scores": first_samples(scores),
+           "held_out_prompts": res.prompts, "first_scores": first_samples(scores),
            "negative_flip_rate": flip_rates(scores, base.generation(t).scores, judges)}
     return json.loads(json.dumps(run, default=float))
 
@@ -326,6 +326,7 @@ def flat_of(run: dict, judges: list[str]) -> dict[str, float]:
 def evaluate_json(res: EvalResult, t: float) -> dict:
     """An evaluation as the report reads it (records, KL, first-sample scores at ``t``)."""
     return json.loads(json.dumps({"records": res.records, "kl": res.kl, "table": res.record(t),
+                                  "held_out_prompts": res.prompts,
                                   "first_scores": first_samples(res.generation(t).scores)},
                                  default=float))
 

@@ -172,6 +172,7 @@ def write_eval_report(out: Path, *, meta: dict, base: EvalResult, policy: EvalRe
                "policy": {"temperatures": policy.records, "kl": policy.kl},
                "negative_flip_rate": flips, "flip_temperature": t_first,
                "best_of_n": best_of_n,
+               "held_out_prompts": policy.prompts or base.prompts,
                "estimators": {"win_rate": WIN_RATE_NOTE, "kl": KL_NOTE,
                               "divergence": DIVERGENCE_NOTE}}
     header = (["policy", "T", "samples/prompt"] + [f"mean {rm}" for rm in rms]
