@@ -133,10 +133,13 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
     return run, checkpoint
 
 
-def report_to_ray(record: dict, directory: str, name: str) -> None:
-    """Hand an epoch's record and its checkpoint directory to Ray Train."""
+def report_to_ray(record: dict, directory: str | None, name: str) -> None:
+    """Hand an epoch's record and its checkpoint directory (if any) to Ray Train."""
     import ray.train
 
+    if directory is None:
+        ray.train.report(record)
+        return
     ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
                      checkpoint_dir_name=name)
 
@@ -177,6 +180,8 @@ class TrainerGroup:
         recipe: The run's recipe (model, loss, train, resources.trainer sections are used).
         storage_path: Absolute directory for Ray Train runs (checkpoints, run state).
         name: Prefix of the Ray Train run names.
+        alone: No other role of the job computes while it trains (``jobs/train.py``): CPU
+            workers then use every core of the machine.
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -185,12 +190,13 @@ class TrainerGroup:
     #: Whether :meth:`fit` leaves the new policy served on the samplers (it does not).
     serves_weights = False
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, alone: bool = False):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
+        self.alone = alone
 
     def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
@@ -230,7 +236,8 @@ class TrainerGroup:
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
-                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter)
+                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter,
+                          trainer_alone=self.alone)
         trainer = torch_trainer(self.recipe, train_loop, spec.to_config(), run_name=run_name,
                                 storage_path=self.storage_path, datasets={"train": dataset})
         try:
