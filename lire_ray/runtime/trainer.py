@@ -26,7 +26,7 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.env_forward import forwarded_env
-from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.errors import ActorFailure, ConfigError, DataError
 from lire_ray.losses import build_loss
 from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
@@ -35,6 +35,9 @@ from lire_ray.training.result import PolicyInit, TrainResult, collect_result
 from lire_ray.training.worker import TrainingRun, WorkerSpec
 
 __all__ = ["TrainResult", "TrainerGroup"]
+
+#: Key of the record a single worker returns instead of raising a recipe or data error.
+DETERMINISTIC_ERROR = "deterministic_error"
 
 
 
@@ -169,8 +172,16 @@ def train_loop(config: dict[str, Any]) -> list[dict]:
     # A fresh run starts the (possibly upstream-sampling) data stream while the model loads; a
     # resumed one replays its cached rows and must not start it at all.
     shard = Prefetched(open_shard) if ray.train.get_checkpoint() is None else open_shard
-    run, _ = worker_context(spec)
-    return run.run(shard, report_to_ray)
+    try:
+        run, _ = worker_context(spec)
+        return run.run(shard, report_to_ray)
+    except (ConfigError, DataError) as exc:
+        # A recipe or data error fails again on every retry: a single worker hands it back
+        # instead of raising, so Ray Train does not restart the group max_failures times.
+        # (With several workers the others would wait on it in a collective: they raise.)
+        if ray.train.get_context().get_world_size() > 1:
+            raise
+        return [{DETERMINISTIC_ERROR: type(exc).__name__, "message": str(exc)}]
 
 
 class TrainerGroup:
@@ -245,6 +256,9 @@ class TrainerGroup:
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
             raise ActorFailure("trainer", failure_message(exc)) from exc
         history = result.return_value or []
+        if history and DETERMINISTIC_ERROR in history[-1]:
+            kind = DataError if history[-1][DETERMINISTIC_ERROR] == "DataError" else ConfigError
+            raise kind(history[-1]["message"])
         done = max((int(h["epoch"]) for h in history
                     if h.get("policy_version") == policy_version), default=0)
         return collect_result(spec.output_dir, history, done)

@@ -57,7 +57,7 @@ def worker_threads(recipe: Recipe, workers_here: int, *, alone: bool = False,
 
 
 def fill_reference(model, tokenizer, tables: Iterable[pa.Table], recipe: Recipe, *,
-                   rank: int = 0) -> Iterator[pa.Table]:
+                   rank: int = 0, timing: dict | None = None) -> Iterator[pa.Table]:
     """The same tables with every row's missing ``ref_logps`` filled from ``model``.
 
     Reads every table first (the model must still hold the initial weights for all of them),
@@ -71,6 +71,7 @@ def fill_reference(model, tokenizer, tables: Iterable[pa.Table], recipe: Recipe,
         recipe: The run's recipe (``model`` limits, ``train.packing``, chunk size,
             ``data.chat_template``, ``train.micro_batch_prompts``).
         rank: The worker's rank (for the log line).
+        timing: Receives ``reference_s``, the seconds the pass took, when given.
 
     Yields:
         The tables in their order; those whose rows all had reference log-probs unchanged.
@@ -101,6 +102,8 @@ def fill_reference(model, tokenizer, tables: Iterable[pa.Table], recipe: Recipe,
         filled = [r if r.ref_logps is not None else replace(r, ref_logps=tuple(next(logps)))
                   for r in rows]
         out.append(rows_to_table(filled))
+    if timing is not None:
+        timing["reference_s"] = time.perf_counter() - started
     if rank == 0:
         log.info("reference log-probs of %d prompts computed with the initial policy in %.1f s "
                  "(the pool had none)", missing, time.perf_counter() - started)

@@ -238,6 +238,8 @@ class TrainingRun:
         self.state = TrainState(version=spec.policy_version)
         self.cache: ShardCache | None = None
         self._prompt_warned = False
+        #: Seconds spent before the first step (``reference_s``), recorded with that step.
+        self._timing: dict[str, float] = {}
 
     @property
     def lora(self) -> bool:
@@ -311,7 +313,7 @@ class TrainingRun:
             tables: Iterable[pa.Table] = shard()
             if self._reference_from_policy():
                 tables = fill_reference(self.engine.module, self.tokenizer, tables, self.recipe,
-                                        rank=self.rank)
+                                        rank=self.rank, timing=self._timing)
             return self.cache.stream(tables)
         if self.cache is None:
             raise DataError("no cached rows to replay epoch "
@@ -329,7 +331,8 @@ class TrainingRun:
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
                       "policy_version": self.state.version,
-                      **reduce_step(stats, self.world_size)}
+                      **reduce_step(stats, self.world_size), **self._timing}
+            self._timing = {}
             self.state.history.append(record)
             if sink is not None:
                 sink.log(record, self.state.step)
