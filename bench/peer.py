@@ -252,7 +252,7 @@ def run_peer_bench(*, policy: str, k: int = 2, prompts: int = 64, lr: float | No
         if not (path / "config.json").is_file():
             raise ValueError(f"--policy {policy}: not 'tiny' nor an HF model folder")
     lr = lr if lr is not None else (5e-4 if policy == "tiny" else 1e-5)
-    overrides = ["data.chat_template=never", "model.max_prompt_tokens=512",
+    overrides = ["data.chat_template=never", "model.max_prompt_tokens=256",
                  "model.max_response_tokens=512", f"train.lr={lr}", "train.epochs=1",
                  "train.micro_batch_prompts=4", "train.grad_accum=1", "train.warmup_ratio=0",
                  "train.max_grad_norm=1.0", f"train.seed={seed}", "train.logger=none",
