@@ -10,6 +10,7 @@ from __future__ import annotations
 from bench.common import machine_line, table
 from bench.loss_vs_k import loss_markdown
 from bench.overlap import overlap_markdown
+from bench.peer import peer_markdown
 from bench.resident import resident_markdown
 from bench.sampler import sampler_markdown
 from bench.step import step_markdown
@@ -25,6 +26,8 @@ SECTIONS = {
                 overlap_markdown),
     "resident": ("Resident trainer group vs one Ray Train run per Evolve step",
                  resident_markdown),
+    "peer": ("Peer: TRL's DPOTrainer vs lire-ray's jobs/train.py on the same work",
+             peer_markdown),
     "weight_sync": ("Weight sync: trainer snapshot to a sampler's model, from memory",
                     weight_sync_markdown),
 }

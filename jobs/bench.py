@@ -4,6 +4,8 @@ usual way of doing the same work, in one process on the same model, batch and se
     python jobs/bench.py step --out bench.json --markdown
     python jobs/bench.py all --device cpu --out bench.json
     python jobs/bench.py step --device cuda --shape qwen2-0.5b --iters 10
+    python jobs/bench.py peer --policy tiny --quick --out peer.json
+    python jobs/bench.py peer --policy /work/cache/smollm2-hf --k 4 --out peer-k4.json
     python jobs/bench.py render bench.json ...    # Markdown tables from earlier runs
 
 Sections: ``step`` (sequence log-probs + LIRE loss + backward vs a naive full-logits step),
@@ -11,7 +13,8 @@ Sections: ``step`` (sequence log-probs + LIRE loss + backward vs a naive full-lo
 K grows), ``overlap`` (self-enhancement with split vs colocate placement) and ``resident``
 (a resident trainer group vs one Ray Train run per Evolve step): each runs the job twice,
 several minutes on a small CPU, so ``all`` leaves them out unless ``--with-overlap`` /
-``--with-resident``.
+``--with-resident``; ``peer`` (TRL's DPOTrainer vs ``jobs/train.py`` on the same model, pairs,
+order and hyperparameters, see ``bench/peer.py``) likewise needs ``--with-peer``.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ if sys.path[:1] != [str(ROOT)]:
 from bench.common import fix_malloc_threshold, machine_info, write_json  # noqa: E402
 from lire_ray.errors import ConfigError, LireError  # noqa: E402
 
-SECTIONS = ("step", "sampler", "loss", "overlap", "resident")
-#: Sections that run the self-enhancement job (minutes each): 'all' includes them on request.
-JOB_SECTIONS = {"overlap": "with_overlap", "resident": "with_resident"}
+SECTIONS = ("step", "sampler", "loss", "overlap", "resident", "peer")
+#: Sections that run whole jobs (minutes each): 'all' includes them on request.
+JOB_SECTIONS = {"overlap": "with_overlap", "resident": "with_resident", "peer": "with_peer"}
 
 
 def _ints(text: str) -> list[int]:
@@ -76,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-size", type=int, default=1024)
     g.add_argument("--temperature", type=float, default=None,
                    help="LIRE T of the bench loss (default 100; see bench/step.py)")
+    g = p.add_argument_group("peer")
+    g.add_argument("--policy", default="tiny", help="tiny, smollm2-135m-instruct or an HF "
+                   "model folder")
+    g.add_argument("--k", type=int, default=2, choices=[2, 4], help="candidates per prompt")
+    g.add_argument("--peer-prompts", type=int, default=None, help="prompts (default 64; "
+                   "--quick 16)")
+    g.add_argument("--quick", action="store_true", help="the tiny policy on 16 prompts (a few "
+                   "minutes on 2 cores)")
+    g.add_argument("--lr", type=float, default=None, help="default: tiny 5e-4, else 1e-5")
+    g.add_argument("--work-dir", default=None, help="keep the runs here (default: a "
+                   "temporary directory, removed)")
+    g.add_argument("--with-peer", action="store_true")
     g = p.add_argument_group("sampler")
     g.add_argument("--backends", type=_names, default=["vllm", "hf"])
     g.add_argument("--sampler-prompts", type=int, default=8)
@@ -203,8 +218,28 @@ def run_resident(args) -> dict:
                               keep=args.keep_runs)
 
 
+def run_peer(args) -> dict:
+    """The ``peer`` section: TRL's DPOTrainer and ``jobs/train.py`` one after the other."""
+    from bench.peer import run_peer_bench
+
+    policy = "tiny" if args.quick else args.policy
+    if policy == "smollm2-135m-instruct":
+        try:
+            from lire_ray.inputs import resolve_policy_name  # type: ignore[attr-defined]
+        except ImportError:
+            raise ConfigError("--policy smollm2-135m-instruct needs the packaged model's "
+                              "loader; give its converted HF folder as --policy PATH") from None
+        policy = resolve_policy_name(policy)
+    prompts = args.peer_prompts or (16 if args.quick else 64)
+    try:
+        return run_peer_bench(policy=policy, k=args.k, prompts=prompts, lr=args.lr,
+                              seed=args.seed, work_dir=args.work_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 RUNNERS = {"step": run_step, "sampler": run_sampler, "loss": run_loss, "overlap": run_overlap,
-           "resident": run_resident}
+           "resident": run_resident, "peer": run_peer}
 
 
 def main(argv: list[str] | None = None) -> int:

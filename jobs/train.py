@@ -38,13 +38,18 @@ RUN_NAME = "train"
 
 
 def main(args) -> int:
+    import json
+    import time
+
     import ray.data
 
+    from lire_ray.atomic import atomic_write_text
     from lire_ray.inputs import load_training_pool, resolve_policy
     from lire_ray.models import check_tokenizers
     from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 
+    started = time.perf_counter()
     args.overrides, opts = take_job_options(args.overrides, ("output",))
     output = opts.get("output", DEFAULT_OUTPUT)
     recipe = parse_recipe(args, aliases=ALIASES)
@@ -69,13 +74,27 @@ def main(args) -> int:
         print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "
               f"Ray dashboard: {handle.dashboard_url or 'n/a'}", flush=True)
         dataset = ray.data.from_arrow(table)
-        trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME)
+        trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME, alone=True)
         result = trainer.fit(dataset, num_prompts=num_prompts, init=PolicyInit(init_model),
                              output_dir=str(out), epochs=recipe.train.epochs)
     finally:
         disconnect(handle)
     last = result.metrics
-    print(f"done: {len(result.history)} steps, last loss {last.get('loss', float('nan')):.4f}")
+    runtime = time.perf_counter() - started
+    step_s = sum(float(h.get("step_seconds", 0.0)) for h in result.history)
+    prompts = sum(int(h.get("prompts", 0)) for h in result.history)
+    summary = {"event": "train", "loss": recipe.loss.name, "num_prompts": num_prompts,
+               "steps": len(result.history), "train_runtime_s": runtime,
+               "train_steps_s": step_s, "train_samples_per_s": prompts / max(runtime, 1e-9),
+               "step_samples_per_s": prompts / max(step_s, 1e-9),
+               "checkpoint": str(result.checkpoint_dir)}
+    # One line per optimizer step, then the run's summary (as the other jobs record).
+    lines = [json.dumps({"event": "train_step", **h}, sort_keys=True) for h in result.history]
+    atomic_write_text(run_dir / "metrics.jsonl",
+                      "\n".join([*lines, json.dumps(summary, sort_keys=True)]) + "\n")
+    print(f"done: {len(result.history)} steps, last loss {last.get('loss', float('nan')):.4f}, "
+          f"{runtime:.1f} s ({summary['train_samples_per_s']:.2f} prompts/s; optimizer steps "
+          f"{step_s:.1f} s); metrics: {run_dir / 'metrics.jsonl'}")
     print(f"policy: {result.checkpoint_dir}" + (f" (LoRA adapter: {result.adapter_dir})"
                                                 if result.adapter_dir else ""))
     return 0

@@ -43,10 +43,25 @@ def job_parser(description: str, *, epilog: str | None = None) -> argparse.Argum
     return parser
 
 
+#: Short keys every job takes: ``loss=dpo`` means ``loss.name=dpo``, and so on.
+SHORT_KEYS = {"loss": "loss.name", "data": "data.train", "policy": "model.policy"}
+
+
 def parse_recipe(args: argparse.Namespace, aliases: dict[str, str] | None = None) -> Recipe:
     """Load the recipe named by ``args.config`` with ``args.overrides`` applied (and show
-    third-party logs when it says ``run.verbose``)."""
-    recipe = load_recipe(args.config, args.overrides, aliases=aliases)
+    third-party logs when it says ``run.verbose``).
+
+    The short keys of :data:`SHORT_KEYS` (``loss=``, ``data=``, ``policy=``) work in every job;
+    ``aliases`` adds or overrides a job's own. The loss and its parameters are checked here,
+    before any job starts Ray.
+
+    Raises:
+        ConfigError: A bad recipe, override, loss name or loss parameter.
+    """
+    from lire_ray.losses import build_loss
+
+    recipe = load_recipe(args.config, args.overrides, aliases={**SHORT_KEYS, **(aliases or {})})
+    build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.run.verbose:
         os.environ[VERBOSE_ENV] = "1"
         quiet_third_party(False)

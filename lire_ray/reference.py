@@ -14,6 +14,50 @@ from lire_ray.collate import tokenize_group
 from lire_ray.pool import PoolRow
 
 
+def reference_logps(model, tokenizer, rows: Sequence[PoolRow], *, max_prompt_tokens: int,
+                    max_response_tokens: int, batch_prompts: int = 8,
+                    packing: str = "shared_prefix", chunk_size: int = 1024,
+                    chat_template: str = "auto") -> list[list[float]]:
+    """Summed log-probs of every candidate under ``model``, without gradients, in eval mode
+    (dropout off; the model's mode is restored afterwards).
+
+    Args:
+        model: A causal LM (transformers or peft).
+        tokenizer: Its tokenizer.
+        rows: Pool rows.
+        max_prompt_tokens: Prompt truncation (as training's).
+        max_response_tokens: Response truncation (as training's).
+        batch_prompts: Groups per forward pass.
+        packing: ``train.packing``.
+        chunk_size: ``lm_head`` positions per chunk.
+        chat_template: ``data.chat_template``.
+
+    Returns:
+        One list of K floats per row.
+    """
+    import torch
+
+    from lire_ray.logprobs import sequence_logprobs
+
+    was_training = model.training
+    model.eval()
+    out: list[list[float]] = []
+    try:
+        for start in range(0, len(rows), batch_prompts):
+            chunk = rows[start:start + batch_prompts]
+            groups = [tokenize_group(r, tokenizer, max_prompt_tokens=max_prompt_tokens,
+                                     max_response_tokens=max_response_tokens,
+                                     chat_template=chat_template)
+                      for r in chunk]
+            with torch.no_grad():
+                seq = sequence_logprobs(model, groups, packing=packing, chunk_size=chunk_size)
+            for b, row in enumerate(chunk):
+                out.append([float(x) for x in seq.logps[b, :row.num_candidates].cpu()])
+    finally:
+        model.train(was_training)
+    return out
+
+
 class ReferenceScorer:
     """Computes reference log-probs for pool rows.
 
@@ -56,24 +100,12 @@ class ReferenceScorer:
                 ``sampler.max_new_tokens``, so a sample cut at that length is scored without
                 an EOS it never generated).
         """
-        import torch
-
-        from lire_ray.logprobs import sequence_logprobs
-
-        out: list[list[float]] = []
-        for start in range(0, len(rows), self.batch_prompts):
-            chunk = rows[start:start + self.batch_prompts]
-            groups = [tokenize_group(r, self.tokenizer, max_prompt_tokens=self.max_prompt_tokens,
-                                     max_response_tokens=max_response_tokens
-                                     or self.max_response_tokens,
-                                     chat_template=self.chat_template)
-                      for r in chunk]
-            with torch.no_grad():
-                seq = sequence_logprobs(self.model, groups, packing=self.packing,
-                                        chunk_size=self.chunk_size)
-            for b, row in enumerate(chunk):
-                out.append([float(x) for x in seq.logps[b, :row.num_candidates].cpu()])
-        return out
+        return reference_logps(self.model, self.tokenizer, rows,
+                               max_prompt_tokens=self.max_prompt_tokens,
+                               max_response_tokens=max_response_tokens
+                               or self.max_response_tokens,
+                               batch_prompts=self.batch_prompts, packing=self.packing,
+                               chunk_size=self.chunk_size, chat_template=self.chat_template)
 
     def annotate(self, rows: Sequence[PoolRow]) -> list[PoolRow]:
         """The rows with ``ref_logps`` filled in."""

@@ -260,3 +260,13 @@ def test_namespaces_differ_per_job_and_output(tmp_path):
     assert a == namespace_for("base", "sample", tmp_path / "a")
     assert a != namespace_for("base", "sample", tmp_path / "b")
     assert a != namespace_for("base", "score", tmp_path / "a")
+
+
+def test_finalize_keeps_the_input_row_order(tmp_path):
+    """Parts land in the order actors finish; the pool has the order of expected_ids."""
+    parts = tmp_path / "parts"
+    write = writer(parts)
+    write(rows_to_table([_row("c")]))
+    write(rows_to_table([_row("b"), _row("a")]))
+    finalize_parts(parts, tmp_path / "pool", expected_ids=["b", "c", "a"])
+    assert [r.prompt_id for r in table_to_rows(read_pool(tmp_path / "pool"))] == ["b", "c", "a"]

@@ -66,16 +66,17 @@ def test_ds_config_follows_the_recipe():
 
 @pytest.mark.parametrize("total,ratio", [(10, 0.0), (10, 0.3), (7, 0.03), (1, 0.0), (50, 0.1)])
 def test_schedule_is_linear_warmup_then_cosine_decay(total, ratio):
-    """Paper sec. 4.2: lr(step) = base * step / W during warmup, then
-    base * (1 + cos(pi * (step - W) / (total - W))) / 2, written out here by hand."""
+    """Paper sec. 4.2: lr(step) = base * (step + 1) / (W + 1) during warmup (the first step
+    never has lr 0), then base * (1 + cos(pi * (step - W) / (total - W))) / 2, by hand."""
     warm = warmup_steps(total, ratio)
     assert warm == math.ceil(ratio * total)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
     sched = make_scheduler(opt, total_steps=total, warmup=warm)
     for step in range(total):
-        expected = 2.0 * (step / warm if step < warm else
+        expected = 2.0 * ((step + 1) / (warm + 1) if step < warm else
                           0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))))
         assert opt.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
+        assert opt.param_groups[0]["lr"] > 0, step
         opt.step(), sched.step()
 
 
@@ -311,8 +312,9 @@ def _random_groups(n, seed):
     return out
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2, 3])
-def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage):
+@pytest.mark.parametrize("zero_stage,engine", [(0, "deepspeed"), (2, "deepspeed"),
+                                               (3, "deepspeed"), (2, "auto")])
+def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage, engine):
     from lire_ray.models import load_causal_lm
 
     lr, clip, temperature = 1e-2, 0.05, 2.0
@@ -321,9 +323,11 @@ def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage)
     # is 2 (the short last step of an epoch).
     steps = [[groups[0:2], groups[2:3]], [groups[3:4]]]
     train = TrainConfig(lr=lr, micro_batch_prompts=2, grad_accum=2, max_grad_norm=clip,
-                        warmup_ratio=0.0, zero_stage=zero_stage)
+                        warmup_ratio=0.0, zero_stage=zero_stage, engine=engine)
     engine = build_engine(load_causal_lm(policy_dir, dtype="float32").train(), train,
                           use_gpu=False, total_steps=3)
+    # auto on one CPU worker is the plain torch engine (fused AdamW, no ZeRO).
+    assert getattr(engine, "is_deepspeed", True) == (train.engine == "deepspeed")
     loss = build_loss("lire", {"temperature": temperature})
     got = [train_step(engine, mbs, loss, packing="shared_prefix", chunk_size=5) for mbs in steps]
 

@@ -118,6 +118,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         aliases: Job-specific short keys, e.g. ``{"data": "data.train"}`` so that
             ``data=POOL`` means ``data.train=POOL``.
 
+    An override that names another loss than the file's (``loss.name=dpo``) drops the file's
+    ``loss.params`` unless ``loss.params...`` is overridden too: the new loss starts from its
+    own defaults merged with ``loss.params_by_name.<name>``.
+
     Returns:
         The validated, frozen recipe.
 
@@ -135,11 +139,21 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections")
     aliases = aliases or {}
+    file_loss = data.get("loss") if isinstance(data.get("loss"), dict) else None
+    file_name = (file_loss or {}).get("name", "lire")
+    params_given = False
     for text in overrides or []:
         keys, value = parse_override(text)
         if len(keys) == 1 and keys[0] in aliases:
             keys = aliases[keys[0]].split(".")
+        params_given |= keys[:2] == ["loss", "params"]
         apply_override(data, keys, value)
+    new_loss = data.get("loss")
+    if (isinstance(new_loss, dict) and file_loss and new_loss.get("name", "lire") != file_name
+            and not params_given and "params" in new_loss):
+        # The file's loss.params belong to the file's loss: another loss chosen on the command
+        # line starts from its own defaults (and its loss.params_by_name entry, if any).
+        new_loss.pop("params")
     source = str(path) + (" + overrides" if overrides else "")
     try:
         return Recipe.model_validate(data)

@@ -189,6 +189,10 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="Seeds the order of training rows, the LoRA adapter's "
                       "initialisation and dropout; default: run.seed.")
     zero_stage: Literal[0, 1, 2, 3] = 2
+    engine: Literal["auto", "deepspeed", "torch"] = Field(
+        "auto", description="auto: plain PyTorch (fused AdamW, no ZeRO) for a single CPU worker "
+        "with no train.deepspeed additions, DeepSpeed otherwise (every GPU run); torch: "
+        "always plain PyTorch (one CPU worker only); deepspeed: always DeepSpeed.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, "
                                                       "fp32 on CPU.")
     packing: Literal["shared_prefix", "padded"] = "shared_prefix"
@@ -273,7 +277,13 @@ class TrainerResources(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
-    max_failures: int = Field(2, ge=-1)
+    max_failures: int = Field(2, ge=-1, description="Restarts of the worker group after a "
+                              "worker failure (errors in the recipe or the data are not "
+                              "retried).")
+    torch_threads: int | None = Field(None, ge=1, description="CPU training: torch threads per "
+                                      "worker; default: with colocate placement (the samplers "
+                                      "idle while training) the machine's cores divided among "
+                                      "the workers, else cpus_per_worker.")
 
 
 class ResourcesConfig(_Strict):

@@ -102,7 +102,7 @@ def finalize_parts(parts_dir: str | Path, out_dir: str | Path, *, expected_ids: 
     Args:
         parts_dir: The directory :func:`write_part` wrote to.
         out_dir: The pool directory to create.
-        expected_ids: Every prompt id the pool must hold, once each.
+        expected_ids: Every prompt id the pool must hold, once each, in the pool's row order.
         metadata: JSON metadata stored in the pool's manifest.
         overwrite: Replace an existing pool at ``out_dir``.
 
@@ -126,5 +126,9 @@ def finalize_parts(parts_dir: str | Path, out_dir: str | Path, *, expected_ids: 
         raise DataError(f"pool parts are inconsistent: {len(dupes)} duplicated prompt(s) "
                         f"{dupes[:3]}, {len(missing)} missing {missing[:3]}, {len(extra)} not "
                         f"expected {extra[:3]}", source=str(parts_dir))
+    if table is not None:
+        # Parts finish in whatever order the actors return them; the pool keeps the input's.
+        position = {pid: i for i, pid in enumerate(ids)}
+        table = table.take(pa.array([position[pid] for pid in expected_ids], type=pa.int64()))
     return write_pool(table if table is not None else POOL_SCHEMA.empty_table(), out_dir,
                       metadata=metadata, overwrite=overwrite)

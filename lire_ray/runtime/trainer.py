@@ -26,7 +26,7 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.env_forward import forwarded_env
-from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.errors import ActorFailure, ConfigError, DataError
 from lire_ray.losses import build_loss
 from lire_ray.metrics.grad_health import GradHealthWatch
 from lire_ray.training.data import Prefetched
@@ -36,6 +36,9 @@ from lire_ray.training.result import PolicyInit, TrainResult, collect_result
 from lire_ray.training.worker import TrainingRun, WorkerSpec
 
 __all__ = ["TrainResult", "TrainerGroup"]
+
+#: Key of the record a single worker returns instead of raising a recipe or data error.
+DETERMINISTIC_ERROR = "deterministic_error"
 
 
 
@@ -134,10 +137,13 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
     return run, checkpoint
 
 
-def report_to_ray(record: dict, directory: str, name: str) -> None:
-    """Hand an epoch's record and its checkpoint directory to Ray Train."""
+def report_to_ray(record: dict, directory: str | None, name: str) -> None:
+    """Hand an epoch's record and its checkpoint directory (if any) to Ray Train."""
     import ray.train
 
+    if directory is None:
+        ray.train.report(record)
+        return
     ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory),
                      checkpoint_dir_name=name)
 
@@ -167,8 +173,16 @@ def train_loop(config: dict[str, Any]) -> list[dict]:
     # A fresh run starts the (possibly upstream-sampling) data stream while the model loads; a
     # resumed one replays its cached rows and must not start it at all.
     shard = Prefetched(open_shard) if ray.train.get_checkpoint() is None else open_shard
-    run, _ = worker_context(spec)
-    return run.run(shard, report_to_ray)
+    try:
+        run, _ = worker_context(spec)
+        return run.run(shard, report_to_ray)
+    except (ConfigError, DataError) as exc:
+        # A recipe or data error fails again on every retry: a single worker hands it back
+        # instead of raising, so Ray Train does not restart the group max_failures times.
+        # (With several workers the others would wait on it in a collective: they raise.)
+        if ray.train.get_context().get_world_size() > 1:
+            raise
+        return [{DETERMINISTIC_ERROR: type(exc).__name__, "message": str(exc)}]
 
 
 class TrainerGroup:
@@ -178,6 +192,8 @@ class TrainerGroup:
         recipe: The run's recipe (model, loss, train, resources.trainer sections are used).
         storage_path: Absolute directory for Ray Train runs (checkpoints, run state).
         name: Prefix of the Ray Train run names.
+        alone: No other role of the job computes while it trains (``jobs/train.py``): CPU
+            workers then use every core of the machine.
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -186,12 +202,13 @@ class TrainerGroup:
     #: Whether :meth:`fit` leaves the new policy served on the samplers (it does not).
     serves_weights = False
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, alone: bool = False):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
+        self.alone = alone
         #: Warns once over every ``fit`` of this group when LIRE's Q turns one-hot.
         self.watch: GradHealthWatch | None = None
 
@@ -233,7 +250,8 @@ class TrainerGroup:
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
-                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter)
+                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter,
+                          trainer_alone=self.alone)
         trainer = torch_trainer(self.recipe, train_loop, spec.to_config(), run_name=run_name,
                                 storage_path=self.storage_path, datasets={"train": dataset})
         try:
@@ -241,6 +259,9 @@ class TrainerGroup:
         except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
             raise ActorFailure("trainer", failure_message(exc)) from exc
         history = result.return_value or []
+        if history and DETERMINISTIC_ERROR in history[-1]:
+            kind = DataError if history[-1][DETERMINISTIC_ERROR] == "DataError" else ConfigError
+            raise kind(history[-1]["message"])
         if self.watch is None:
             self.watch = GradHealthWatch(build_loss(self.recipe.loss.name,
                                                     self.recipe.loss.params).params,

@@ -178,8 +178,16 @@ def snapshot_policy(engine, *, rank: int, lora_enabled: bool, zero_stage: int
                                            if isinstance(v, set) else str(v)))
         else:
             tensors, config = module.state_dict(), None
-        return PolicySnapshot({k: v.detach().to("cpu").clone() for k, v in tensors.items()},
-                              config)
+        # Tied weights (a shared embedding and lm_head) stay one tensor, so the copy is made
+        # once and save_pretrained stores it once.
+        copies: dict[tuple, Any] = {}
+        out = {}
+        for k, v in tensors.items():
+            key = (v.data_ptr(), v.dtype, tuple(v.shape), v.device)
+            if key not in copies:
+                copies[key] = v.detach().to("cpu").clone()
+            out[k] = copies[key]
+        return PolicySnapshot(out, config)
 
 
 def write_adapter(directory: str | Path, tensors: dict[str, Any], config: dict[str, Any]) -> None:

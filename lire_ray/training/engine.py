@@ -1,7 +1,9 @@
-"""DeepSpeed engine construction: config dict, learning-rate schedule, optional LoRA.
+"""Engine construction: DeepSpeed config dict, learning-rate schedule, optional LoRA.
 
 The paper trains with LoRA under DeepSpeed ZeRO-2 and a cosine learning-rate decay (sec. 4.2);
-this module turns a recipe's :class:`~lire_ray.config.TrainConfig` into exactly that: AdamW
+this module turns a recipe's :class:`~lire_ray.config.TrainConfig` into exactly that (a single
+CPU worker trains with the plain PyTorch engine of :mod:`lire_ray.training.torch_engine`
+instead, see :func:`engine_kind`): AdamW
 (on GPUs DeepSpeed's fused kernel, or its CPU Adam when the optimizer is offloaded; on the CPU
 accelerator ``torch.optim.AdamW`` through DeepSpeed's ``torch_adam`` switch, so nothing has to be
 compiled there), a linear warmup followed by a cosine decay to zero, gradient clipping, and ZeRO
@@ -168,14 +170,27 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(warmup_ratio * total_steps)
 
 
-def make_scheduler(optimizer, *, total_steps: int, warmup: int):
-    """Linear warmup from 0, then cosine decay to 0 (paper sec. 4.2): transformers'
-    ``get_cosine_schedule_with_warmup``, a ``LambdaLR`` that DeepSpeed steps once per optimizer
-    step and saves in its checkpoints."""
-    from transformers import get_cosine_schedule_with_warmup
+def lr_factor(step: int, *, total_steps: int, warmup: int) -> float:
+    """The schedule's multiplier of the base lr at 0-based optimizer step ``step``.
 
-    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup,
-                                           num_training_steps=total_steps)
+    A linear warmup over ``warmup`` steps that starts above 0, ``(step + 1) / (warmup + 1)``,
+    then a cosine decay ``(1 + cos(pi * (step - warmup) / (total_steps - warmup))) / 2``
+    (paper sec. 4.2). transformers' warmup ``step / warmup`` gives the first step lr 0, which
+    spends a whole forward and backward pass on no update; without warmup both are the plain
+    cosine from the full lr, as TRL and the transformers Trainer run it.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_scheduler(optimizer, *, total_steps: int, warmup: int):
+    """Linear warmup, then cosine decay to 0 (:func:`lr_factor`): a ``LambdaLR`` that the
+    engine steps once per optimizer step and saves in its checkpoints."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(optimizer, partial(lr_factor, total_steps=total_steps, warmup=warmup))
 
 
 def build_ds_config(train: TrainConfig, *, use_gpu: bool) -> dict[str, Any]:
@@ -286,10 +301,32 @@ def load_lora(model, adapter_dir: str):
         raise ModelLoadError(f"cannot load the LoRA adapter in {adapter_dir}: {exc}") from None
 
 
-def build_engine(model, train: TrainConfig, *, use_gpu: bool, total_steps: int):
-    """Wrap ``model`` in a DeepSpeed engine with AdamW and the cosine-with-warmup schedule.
+def engine_kind(train: TrainConfig, *, use_gpu: bool, world_size: int) -> str:
+    """Which engine trains: ``"torch"`` (:class:`~lire_ray.training.torch_engine.TorchEngine`)
+    or ``"deepspeed"``.
 
-    ``torch.distributed`` must already be initialised (Ray Train does it, with gloo on CPU).
+    ``train.engine: auto`` picks torch for a single CPU worker whose recipe asks nothing of
+    DeepSpeed (no ``train.deepspeed`` additions such as offload), where ZeRO has nothing to
+    partition; GPU workers and multi-worker runs keep DeepSpeed, so GPU defaults are unchanged.
+
+    Raises:
+        ConfigError: ``train.engine: torch`` with more than one worker or on GPU.
+    """
+    if train.engine == "torch" and (world_size > 1 or use_gpu):
+        raise ConfigError("train.engine=torch trains one CPU worker; with "
+                          f"{world_size} worker(s){' on GPU' if use_gpu else ''} use "
+                          "train.engine=deepspeed (or auto)")
+    if train.engine != "auto":
+        return train.engine
+    return "torch" if not use_gpu and world_size == 1 and not train.deepspeed else "deepspeed"
+
+
+def build_engine(model, train: TrainConfig, *, use_gpu: bool, total_steps: int,
+                 world_size: int = 1):
+    """Wrap ``model`` in a training engine with AdamW and the cosine-with-warmup schedule.
+
+    With DeepSpeed, ``torch.distributed`` must already be initialised (Ray Train does it,
+    with gloo on CPU).
 
     Args:
         model: The policy (transformers model or peft model); only parameters with
@@ -297,23 +334,30 @@ def build_engine(model, train: TrainConfig, *, use_gpu: bool, total_steps: int):
         train: The recipe's training settings.
         use_gpu: Whether this worker trains on a GPU.
         total_steps: Optimizer steps of the whole run (sets the schedule's length).
+        world_size: Training workers (see :func:`engine_kind`).
 
     Returns:
-        The ``DeepSpeedEngine``.
+        The ``DeepSpeedEngine``, or a :class:`~lire_ray.training.torch_engine.TorchEngine`.
 
     Raises:
         DependencyError: DeepSpeed is missing.
         ConfigError: No trainable parameters, or ``total_steps < 1``.
     """
-    deepspeed = import_deepspeed(use_gpu)
     if total_steps < 1:
         raise ConfigError(f"the run has {total_steps} optimizer steps; it needs at least one")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters")
-    config = build_ds_config(train, use_gpu=use_gpu)
     scheduler = partial(make_scheduler, total_steps=total_steps,
                         warmup=warmup_steps(total_steps, train.warmup_ratio))
+    if engine_kind(train, use_gpu=use_gpu, world_size=world_size) == "torch":
+        from lire_ray.training.torch_engine import TorchEngine, make_adamw
+
+        optimizer = make_adamw(params, lr=train.lr, betas=ADAM_BETAS, eps=ADAM_EPS,
+                               weight_decay=train.weight_decay)
+        return TorchEngine(model, optimizer, scheduler, max_grad_norm=train.max_grad_norm)
+    deepspeed = import_deepspeed(use_gpu)
+    config = build_ds_config(train, use_gpu=use_gpu)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=config,
                                       lr_scheduler=scheduler, dist_init_required=False)
     return engine

@@ -165,6 +165,8 @@ def _begin_forward(engine) -> None:
     otherwise overwrite instead of accumulate gradients) and to release the previous
     micro-step's accumulation buffers.
     """
+    if not getattr(engine, "is_deepspeed", True):
+        return
     from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
     if isinstance(engine.optimizer, ZeROOptimizer):
@@ -194,7 +196,8 @@ def train_step(engine, micro_batches: Sequence[Sequence[TokenizedGroup]], loss, 
     own 1/grad_accum scaling is turned off, so the gradient is exactly the mean over prompts.
 
     Args:
-        engine: A ``DeepSpeedEngine`` from :func:`~lire_ray.training.engine.build_engine`.
+        engine: A ``DeepSpeedEngine`` or ``TorchEngine`` from
+            :func:`~lire_ray.training.engine.build_engine`.
         micro_batches: One or more micro-batches, each a non-empty list of groups.
         loss: A :class:`~lire_ray.losses.BuiltLoss`.
         packing: ``shared_prefix`` or ``padded``.
@@ -230,7 +233,9 @@ def train_step(engine, micro_batches: Sequence[Sequence[TokenizedGroup]], loss, 
         computed += out.tokens_computed
         naive += out.tokens_naive
     # Without ZeRO, DeepSpeed clips param.grad in step() and records no norm: measure first.
-    own_norm = _grad_norm(engine) if engine.zero_optimization_stage() == 0 else None
+    # The torch engine records the norm its clipping measures.
+    own_norm = _grad_norm(engine) if engine.zero_optimization_stage() == 0 \
+        and getattr(engine, "is_deepspeed", True) else None
     engine.step()
     norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
     return StepStats(

@@ -46,6 +46,7 @@ from lire_ray.training.data import ShardCache, group_steps
 from lire_ray.training.engine import (
     apply_lora,
     build_engine,
+    engine_kind,
     import_deepspeed,
     load_lora,
     make_scheduler,
@@ -55,12 +56,13 @@ from lire_ray.training.engine import (
     warmup_steps,
 )
 from lire_ray.training.loggers import ForwardingSink, MetricSink
+from lire_ray.training.prep import fill_reference, worker_threads
 from lire_ray.training.step import StepStats, train_step
 
 log = logging.getLogger(__name__)
 
-#: ``report(epoch_record, checkpoint_dir, checkpoint_name)``, called once per epoch.
-Reporter = Callable[[dict[str, Any], str, str], None]
+#: ``report(epoch_record, checkpoint_dir or None, checkpoint_name)``, called once per epoch.
+Reporter = Callable[[dict[str, Any], str | None, str], None]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class WorkerSpec:
             same run continues from its checkpoint); None trains all epochs.
         schedule_spans_steps: A resident run whose learning-rate schedule continues over its
             Evolve steps: how many (the schedule spans them all); None sizes it for one.
+        trainer_alone: No other role of the job computes while this run trains (CPU workers
+            then take every core, see :func:`~lire_ray.training.threads.worker_threads`).
     """
 
     recipe: dict[str, Any]
@@ -95,6 +99,7 @@ class WorkerSpec:
     stop_after_epoch: int | None = None
     init_adapter: str | None = None
     schedule_spans_steps: int | None = None
+    trainer_alone: bool = False
 
     def to_config(self) -> dict[str, Any]:
         """The spec as a ``train_loop_config`` dict."""
@@ -200,7 +205,12 @@ class TrainingRun:
         self.spec, self.rank, self.world_size = spec, rank, world_size
         self.recipe = Recipe.model_validate(spec.recipe)
         train, model_cfg = self.recipe.train, self.recipe.model
-        import_deepspeed(use_gpu)
+        self.engine_kind = engine_kind(train, use_gpu=use_gpu, world_size=world_size)
+        if self.engine_kind == "deepspeed":
+            import_deepspeed(use_gpu)
+        if not use_gpu:
+            torch.set_num_threads(worker_threads(self.recipe, world_size,
+                                                 alone=spec.trainer_alone))
         self.loss = build_loss(self.recipe.loss.name, self.recipe.loss.params)
         self.rows = rows_per_worker(spec.num_prompts, world_size)
         self.total_steps = spec.epochs * steps_per_epoch(
@@ -222,12 +232,15 @@ class TrainingRun:
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         model.train()
-        self.engine = build_engine(model, train, use_gpu=use_gpu, total_steps=schedule_steps)
+        self.engine = build_engine(model, train, use_gpu=use_gpu, total_steps=schedule_steps,
+                                   world_size=world_size)
         # Distinct dropout streams per worker; the data already differs per worker.
         torch.manual_seed(train.seed * 1000 + rank)
         self.state = TrainState(version=spec.policy_version)
         self.cache: ShardCache | None = None
         self._prompt_warned = False
+        #: Seconds spent before the first step (``reference_s``), recorded with that step.
+        self._timing: dict[str, float] = {}
 
     @property
     def lora(self) -> bool:
@@ -245,6 +258,13 @@ class TrainingRun:
             self.engine.lr_scheduler = make_scheduler(
                 self.engine.basic_optimizer, total_steps=self.total_steps,
                 warmup=warmup_steps(self.total_steps, self.recipe.train.warmup_ratio))
+
+    def _reference_from_policy(self) -> bool:
+        """Whether missing reference log-probs may come from the model as it is now: the loss
+        needs them, nothing has trained yet, and the reference is the initial policy."""
+        ref = self.recipe.model.reference
+        return (self.loss.needs_reference and self.state.step == 0
+                and self.spec.init_adapter is None and ref in (None, self.spec.init_model))
 
     def step_history(self, version: int | None = None) -> list[dict]:
         """The per-step records of one Evolve step (default: the current one)."""
@@ -291,7 +311,11 @@ class TrainingRun:
         train = self.recipe.train
         if epoch == 0:
             self.cache = ShardCache(self.rows)
-            return self.cache.stream(shard())
+            tables: Iterable[pa.Table] = shard()
+            if self._reference_from_policy():
+                tables = fill_reference(self.engine.module, self.tokenizer, tables, self.recipe,
+                                        rank=self.rank, timing=self._timing)
+            return self.cache.stream(tables)
         if self.cache is None:
             raise DataError("no cached rows to replay epoch "
                             f"{epoch + 1}: the checkpoint lacks this worker's rows")
@@ -304,11 +328,12 @@ class TrainingRun:
         for tables in group_steps(batches, train.grad_accum):
             stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
                                packing=train.packing, chunk_size=train.logprob_chunk_size,
-                               recompute_logits=train.zero_stage != 3)
+                               recompute_logits=self.engine.zero_optimization_stage() != 3)
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
                       "policy_version": self.state.version,
-                      **reduce_step(stats, self.world_size)}
+                      **reduce_step(stats, self.world_size), **self._timing}
+            self._timing = {}
             self.state.history.append(record)
             if sink is not None:
                 sink.log(record, self.state.step)
@@ -330,7 +355,7 @@ class TrainingRun:
 
     def train_epochs(self, shard: Callable[[], Iterable[pa.Table]], report: Reporter, *,
                      epochs: int, sink: MetricSink | ForwardingSink | None,
-                     stop_after_epoch: int | None = None
+                     stop_after_epoch: int | None = None, checkpoint_last: bool = True
                      ) -> None:
         """Train the remaining epochs of the current Evolve step, checkpointing after each.
 
@@ -342,6 +367,9 @@ class TrainingRun:
             epochs: I, epochs of this step.
             sink: Where per-step metrics go, or None.
             stop_after_epoch: Stop after this epoch (a later call continues).
+            checkpoint_last: Also write the resumable checkpoint after the step's last epoch
+                (False where the policy written next is all that a resume needs: the report
+                then carries no checkpoint directory).
 
         Raises:
             DataError: Bad rows, missing rewards / reference log-probs, or a row count that
@@ -353,7 +381,11 @@ class TrainingRun:
             if epoch == 0:
                 self._check_epoch_rows()
             self.state.epoch = epoch + 1
-            self._checkpoint(report)
+            if checkpoint_last or self.state.epoch < epochs:
+                self._checkpoint(report)
+            else:
+                report(epoch_record(self.state), None,
+                       f"v{self.state.version}-epoch-{self.state.epoch:04d}")
 
     def policy_info(self) -> dict[str, Any]:
         """What ``train_info.json`` records of the current step's policy."""
@@ -365,7 +397,7 @@ class TrainingRun:
     def snapshot(self) -> PolicySnapshot | None:
         """The current weights in CPU memory on rank 0 (None elsewhere; every rank calls)."""
         return snapshot_policy(self.engine, rank=self.rank, lora_enabled=self.lora,
-                               zero_stage=self.recipe.train.zero_stage)
+                               zero_stage=self.engine.zero_optimization_stage())
 
     def write(self, snapshot: PolicySnapshot, output_dir: str | Path, *,
               history: list[dict] | None = None, info: dict[str, Any] | None = None) -> Path:
@@ -395,8 +427,11 @@ class TrainingRun:
         spec = self.spec
         sink = self.open_sink()
         try:
+            # The last epoch's resumable checkpoint (the whole optimizer state: 2.1 GB for a
+            # 135M model under DeepSpeed) is skipped: the policy written below replaces it,
+            # and a failure before that retrains the last epoch only.
             self.train_epochs(shard, report, epochs=spec.epochs, sink=sink,
-                              stop_after_epoch=spec.stop_after_epoch)
+                              stop_after_epoch=spec.stop_after_epoch, checkpoint_last=False)
         finally:
             if sink is not None:
                 sink.close()
