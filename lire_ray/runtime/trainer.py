@@ -101,6 +101,21 @@ def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, 
         **kwargs)
 
 
+def run_class(task: str) -> type[TrainingRun]:
+    """The worker class of a ``WorkerSpec.task``: ``policy`` or ``reward_model``.
+
+    Raises:
+        ConfigError: Unknown task.
+    """
+    if task == "policy":
+        return TrainingRun
+    if task == "reward_model":
+        from lire_ray.rm.worker import RewardModelRun
+
+        return RewardModelRun
+    raise ConfigError(f"unknown training task '{task}'; known: policy, reward_model")
+
+
 def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
     """Build this worker's :class:`TrainingRun` (restored from Ray Train's latest checkpoint
     when the group restarted) and return it with that checkpoint (or None)."""
@@ -124,8 +139,8 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                      use_gpu=use_gpu, device=device)
+    run = run_class(spec.task)(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                               use_gpu=use_gpu, device=device)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -177,6 +192,8 @@ class TrainerGroup:
         recipe: The run's recipe (model, loss, train, resources.trainer sections are used).
         storage_path: Absolute directory for Ray Train runs (checkpoints, run state).
         name: Prefix of the Ray Train run names.
+        task: ``policy`` (listwise policy training) or ``reward_model`` (a Bradley-Terry
+            reward model on pools of preference pairs, :mod:`lire_ray.rm`).
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -185,12 +202,14 @@ class TrainerGroup:
     #: Whether :meth:`fit` leaves the new policy served on the samplers (it does not).
     serves_weights = False
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, task: str = "policy"):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
+        run_class(task)
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
+        self.task = task
 
     def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
@@ -230,7 +249,8 @@ class TrainerGroup:
                           output_dir=str(Path(output_dir).absolute()), num_prompts=num_prompts,
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
-                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter)
+                          stop_after_epoch=stop_after_epoch, init_adapter=init.adapter,
+                          task=self.task)
         trainer = torch_trainer(self.recipe, train_loop, spec.to_config(), run_name=run_name,
                                 storage_path=self.storage_path, datasets={"train": dataset})
         try:

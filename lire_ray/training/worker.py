@@ -81,6 +81,8 @@ class WorkerSpec:
             same run continues from its checkpoint); None trains all epochs.
         schedule_spans_steps: A resident run whose learning-rate schedule continues over its
             Evolve steps: how many (the schedule spans them all); None sizes it for one.
+        task: What the workers train: ``policy`` (:class:`TrainingRun`) or ``reward_model``
+            (:class:`lire_ray.rm.worker.RewardModelRun`, a Bradley-Terry scalar head).
     """
 
     recipe: dict[str, Any]
@@ -94,6 +96,7 @@ class WorkerSpec:
     stop_after_epoch: int | None = None
     init_adapter: str | None = None
     schedule_spans_steps: int | None = None
+    task: str = "policy"
 
     def to_config(self) -> dict[str, Any]:
         """The spec as a ``train_loop_config`` dict."""
@@ -194,11 +197,9 @@ class TrainingRun:
                  device: Any = "cpu"):
         import torch
 
-        from lire_ray.models import load_causal_lm, load_tokenizer
-
         self.spec, self.rank, self.world_size = spec, rank, world_size
         self.recipe = Recipe.model_validate(spec.recipe)
-        train, model_cfg = self.recipe.train, self.recipe.model
+        train = self.recipe.train
         import_deepspeed(use_gpu)
         self.loss = build_loss(self.recipe.loss.name, self.recipe.loss.params)
         self.rows = rows_per_worker(spec.num_prompts, world_size)
@@ -206,16 +207,9 @@ class TrainingRun:
             spec.num_prompts, world_size, train.micro_batch_prompts, train.grad_accum)
         # A resident run that continues one schedule over every Evolve step sizes it for all.
         schedule_steps = self.total_steps * (spec.schedule_spans_steps or 1)
-        self.tokenizer = load_tokenizer(spec.init_model,
-                                        trust_remote_code=model_cfg.trust_remote_code)
         dtype = "bfloat16" if resolve_precision(train.precision, use_gpu) == "bf16" else "float32"
         torch.manual_seed(train.seed)
-        model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
-                               trust_remote_code=model_cfg.trust_remote_code)
-        if model_cfg.lora.enabled and spec.init_adapter:
-            model = load_lora(model, spec.init_adapter)
-        elif model_cfg.lora.enabled:
-            model = apply_lora(model, model_cfg.lora, seed=train.seed)
+        self.tokenizer, model = self.load_model(dtype=dtype, device=device)
         if train.gradient_checkpointing:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -227,6 +221,37 @@ class TrainingRun:
         self.state = TrainState(version=spec.policy_version)
         self.cache: ShardCache | None = None
         self._prompt_warned = False
+
+    def load_model(self, *, dtype: str, device: Any):
+        """The tokenizer and the model to train (a causal LM, with its LoRA adapter when
+        enabled); a subclass that trains another kind of model overrides it.
+
+        Args:
+            dtype: ``float32`` or ``bfloat16``.
+            device: Torch device.
+
+        Returns:
+            ``(tokenizer, model)``.
+        """
+        from lire_ray.models import load_causal_lm, load_tokenizer
+
+        model_cfg, spec = self.recipe.model, self.spec
+        tokenizer = load_tokenizer(spec.init_model, trust_remote_code=model_cfg.trust_remote_code)
+        model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
+                               trust_remote_code=model_cfg.trust_remote_code)
+        if model_cfg.lora.enabled and spec.init_adapter:
+            model = load_lora(model, spec.init_adapter)
+        elif model_cfg.lora.enabled:
+            model = apply_lora(model, model_cfg.lora, seed=self.recipe.train.seed)
+        return tokenizer, model
+
+    def train_step(self, tables: list[pa.Table]) -> StepStats:
+        """One optimizer step over micro-batches of pool rows (the listwise policy step); a
+        subclass that trains another objective overrides it."""
+        train = self.recipe.train
+        return train_step(self.engine, [self._groups(t) for t in tables], self.loss,
+                          packing=train.packing, chunk_size=train.logprob_chunk_size,
+                          recompute_logits=train.zero_stage != 3)
 
     @property
     def lora(self) -> bool:
@@ -301,9 +326,7 @@ class TrainingRun:
                      sink: MetricSink | ForwardingSink | None) -> None:
         train = self.recipe.train
         for tables in group_steps(batches, train.grad_accum):
-            stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
-                               packing=train.packing, chunk_size=train.logprob_chunk_size,
-                               recompute_logits=train.zero_stage != 3)
+            stats = self.train_step(tables)
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
                       "policy_version": self.state.version,
