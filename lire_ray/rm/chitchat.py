@@ -65,7 +65,7 @@ def chitchat_pairs(split: str = "train", limit: int | None = None, *,
         by_topic[m.get("topic")].append(i)
     rng = random.Random(f"chitchat-pairs/{split}/{seed}")
     out = []
-    for i, (row, meta) in enumerate(zip(rows, metas)):
+    for row, meta in zip(rows, metas):
         same = [j for j in by_topic[meta.get("topic")]
                 if metas[j]["conversation"] != meta["conversation"]]
         pool = same or [j for j in range(len(rows))
