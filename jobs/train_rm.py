@@ -53,6 +53,7 @@ def main(args) -> int:
     from lire_ray.models import check_tokenizers
     from lire_ray.rm.data import load_pair_data
     from lire_ray.rm.evaluate import evaluate, write_rm_report
+    from lire_ray.rm.worker import check_lora_targets
     from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 
@@ -70,6 +71,8 @@ def main(args) -> int:
                          what="a trained reward model")
     backbone = resolve_policy(recipe, recipe.rm_train.backbone)
     check_tokenizers(backbone, trust_remote_code=recipe.model.trust_remote_code)
+    check_lora_targets(backbone, recipe.model.lora,
+                       trust_remote_code=recipe.model.trust_remote_code)
     num_pairs = data.train.num_rows
     handle = connect(recipe.ray)
     try:

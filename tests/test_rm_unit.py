@@ -173,3 +173,35 @@ def test_a_decoder_backbone_without_pad_token_trains_one_step(tmp_path, tiny_cac
                               template="plain", max_length=32, margin=0.0)
     assert stats.num_prompts == 4 and math.isfinite(stats.loss) and stats.grad_norm > 0
     assert stats.metrics["accuracy"] in (0.0, 1.0)  # four copies of one pair
+
+
+def test_lora_targets_are_checked_and_the_merged_copy_scores_like_the_adapter(tmp_path):
+    from lire_ray.config import LoraConfig
+    from lire_ray.demo.tiny_models import build_tiny_encoder
+    from lire_ray.errors import ConfigError
+    from lire_ray.rm.worker import apply_reward_lora, check_lora_targets, load_reward_backbone
+
+    enc = str(build_tiny_encoder(tmp_path / "enc"))
+    with pytest.raises(ConfigError, match="q_proj.*no such modules in BertForSequence"):
+        check_lora_targets(enc, LoraConfig(enabled=True))
+    lora = LoraConfig(enabled=True, target_modules=["query", "value"], dropout=0.0)
+    check_lora_targets(enc, lora)
+    torch.manual_seed(0)
+    tokenizer, model = load_reward_backbone(enc)
+    peft_model = apply_reward_lora(model, lora, seed=0)
+    trainable = {n.split(".")[-2] if "lora" in n else n for n, p in
+                 peft_model.named_parameters() if p.requires_grad}
+    assert any("classifier" in n for n in trainable) and any("pooler" in n for n in trainable)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    batch = tokenizer(["how was it?"], ["it was great."], return_tensors="pt")
+    import copy
+
+    peft_model.eval()
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    with torch.no_grad():
+        want, got = peft_model(**batch).logits, merged(**batch).logits
+    assert float(got) == pytest.approx(float(want), abs=1e-5)
+    assert not any("lora" in k for k in merged.state_dict())

@@ -76,6 +76,43 @@ def load_reward_backbone(path: str, *, dtype: str = "float32", device: Any = "cp
     return tokenizer, model.to(device)
 
 
+def _missing_targets(model, lora) -> ConfigError | None:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if [t for t in lora.target_modules if t in names]:
+        return None
+    return ConfigError(f"model.lora.target_modules {lora.target_modules}: no such modules in "
+                       f"{type(model).__name__}; it has e.g. {sorted(names)[:16]}")
+
+
+def check_lora_targets(path: str, lora, *, trust_remote_code: bool = False) -> None:
+    """Fail in the driver, before Ray starts, when LoRA is on and none of its target modules
+    exists in the backbone (built on the meta device: no weights are read).
+
+    Raises:
+        ConfigError: No target module exists.
+        ModelLoadError: The backbone's config cannot be read.
+    """
+    if not lora.enabled:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from lire_ray.models import _load_error, _resolve
+
+    name = _resolve(path)
+    try:
+        config = AutoConfig.from_pretrained(name, num_labels=1,
+                                            trust_remote_code=trust_remote_code)
+    except Exception as err:  # transformers raises OSError, ValueError, hub errors, ...
+        raise _load_error(name, "reward-model backbone config", err) from err
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            config, trust_remote_code=trust_remote_code)
+    error = _missing_targets(model, lora)
+    if error is not None:
+        raise error
+
+
 def apply_reward_lora(model, lora, *, seed: int):
     """Wrap a sequence classifier with LoRA adapters; the new head (and a BERT pooler) train in
     full, since nothing pretrained them.
@@ -92,10 +129,10 @@ def apply_reward_lora(model, lora, *, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
+    error = _missing_targets(model, lora)
+    if error is not None:
+        raise error
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    if not [t for t in lora.target_modules if t in names]:
-        raise ConfigError(f"model.lora.target_modules {lora.target_modules}: no such modules in "
-                          f"{type(model).__name__}; it has e.g. {sorted(names)[:16]}")
     full = [m for m in ("classifier", "score", "pooler") if m in names]
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type="SEQ_CLS",
