@@ -29,8 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.errors import RunDirError
-from lire_ray.rundir import COMPLETE_MARKER, confine_output
+from lire_ray.rundir import check_fresh_training, confine_output
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
@@ -59,13 +58,7 @@ def main(args) -> int:
     run_dir = Path(recipe.run.dir).resolve()
     out = confine_output(run_dir, output)
     storage = run_dir / "ray_train"
-    if not recipe.run.resume:
-        if (out / COMPLETE_MARKER).is_file():
-            raise RunDirError(f"{out} already holds a trained policy; choose another "
-                              "output=... or pass run.resume=true")
-        if (storage / f"{RUN_NAME}-v1").exists():
-            raise RunDirError(f"{storage / (RUN_NAME + '-v1')} holds an earlier training run; "
-                              "pass run.resume=true to continue it or choose another run.dir")
+    check_fresh_training(out, storage, RUN_NAME, resume=recipe.run.resume)
     init_model = resolve_policy(recipe)
     check_tokenizers(init_model, recipe.model.reference,
                      trust_remote_code=recipe.model.trust_remote_code)

@@ -19,7 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_before_after", "plot_curves", "plot_frontier", "plot_grid",
+__all__ = ["plot_before_after", "plot_calibration", "plot_curves", "plot_frontier", "plot_grid",
+           "plot_histograms",
            "plot_reward_distribution", "plot_seed_bands", "plot_training_curves",
            "plot_win_rate_vs_k"]
 
@@ -313,4 +314,47 @@ def plot_seed_bands(series: Mapping[str, Sequence[Sequence[float]]], path: Path,
     ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}))
     if series:
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_histograms(groups: Mapping[str, Sequence[float]], path: Path, *, xlabel: str,
+                    title: str, ylabel: str = "count") -> Path:
+    """Overlaid histograms on shared bins, one per group (e.g. a reward model's scores of the
+    chosen and of the rejected responses), each labelled with its mean."""
+    fig, ax = _axes(xlabel, ylabel, title)
+    values = [v for vs in groups.values() for v in vs if _finite(v)]
+    lo, hi = min(values, default=0.0), max(values, default=1.0)
+    bins = [lo + (hi - lo) * i / 24 for i in range(25)] if hi > lo else 10
+    for label, vs in groups.items():
+        vs = [v for v in vs if _finite(v)]
+        ax.hist(vs, bins=bins, alpha=0.55, label=f"{label} (mean {sum(vs) / max(1, len(vs)):.3f})")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_calibration(buckets: Sequence[Mapping[str, float]], path: Path, *,
+                     title: str = "calibration") -> Path:
+    """Reliability diagram: per bucket, the observed accuracy against the predicted one.
+
+    Args:
+        buckets: Records with ``predicted`` (mean predicted probability that the preferred
+            side wins), ``accuracy`` (observed) and ``n`` (pairs).
+        path: Output PNG.
+        title: Plot title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = _axes("predicted P(pick is right) = sigmoid(|gap|)", "observed pair accuracy",
+                    title)
+    ax.plot([0.5, 1.0], [0.5, 1.0], linestyle="--", linewidth=1, color="grey",
+            label="perfectly calibrated")
+    pts = [b for b in buckets if _finite(b["predicted"], b["accuracy"])]
+    ax.plot([b["predicted"] for b in pts], [b["accuracy"] for b in pts], marker="o",
+            label="reward model")
+    for b in pts:
+        ax.annotate(f"n={int(b['n'])}", (b["predicted"], b["accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -10))
+    ax.set_ylim(0.0, 1.05)
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -311,3 +311,27 @@ def pool_output_dir(run_dir: str | os.PathLike, output: str, *, overwrite: bool)
     from lire_ray.pool import check_pool_target
 
     return check_pool_target(confine_output(run_dir, output), overwrite)
+
+
+def check_fresh_training(out: Path, storage: Path, run_name: str, *, resume: bool,
+                         what: str = "a trained policy") -> None:
+    """Refuse to start a single-stage training job over an earlier one unless resuming.
+
+    Args:
+        out: The job's output directory (complete when it holds :data:`COMPLETE_MARKER`).
+        storage: The Ray Train storage directory (``run.dir/ray_train``).
+        run_name: The Ray Train run name prefix (its first run is ``{run_name}-v1``).
+        resume: ``run.resume``: continue an interrupted run instead.
+        what: What a complete output holds, for the message.
+
+    Raises:
+        RunDirError: ``out`` is complete, or ``storage`` holds the run, and not ``resume``.
+    """
+    if resume:
+        return
+    if (out / COMPLETE_MARKER).is_file():
+        raise RunDirError(f"{out} already holds {what}; choose another output=... or pass "
+                          "run.resume=true")
+    if (storage / f"{run_name}-v1").exists():
+        raise RunDirError(f"{storage / (run_name + '-v1')} holds an earlier training run; "
+                          "pass run.resume=true to continue it or choose another run.dir")

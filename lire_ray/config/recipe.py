@@ -16,6 +16,7 @@ from lire_ray.config.sections import (
     RayConfig,
     ResourcesConfig,
     RewardModelConfig,
+    RMTrainConfig,
     RunConfig,
     SamplerConfig,
     TrainConfig,
@@ -36,6 +37,7 @@ class Recipe(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    rm_train: RMTrainConfig = Field(default_factory=RMTrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="before")
@@ -94,6 +96,10 @@ class Recipe(_Strict):
             raise ValueError(f"sampler.max_model_len ({self.sampler.max_model_len}) must hold "
                              f"model.max_prompt_tokens ({self.model.max_prompt_tokens}) + "
                              f"sampler.max_new_tokens ({self.sampler.max_new_tokens})")
+        bad = [n for n in self.rm_train.compare_with if n not in names or n in labels]
+        if bad:
+            raise ValueError(f"rm_train.compare_with {bad} must name reward models of the "
+                             f"recipe that score new text (not kind label); have {names}")
         if self.resources.trainer.use_gpu and self.resources.trainer.gpus_per_worker == 0:
             raise ValueError("resources.trainer.use_gpu needs gpus_per_worker > 0")
         return self

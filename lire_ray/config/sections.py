@@ -335,6 +335,42 @@ class EvalConfig(_Strict):
     kl_samples: int = Field(4, ge=1)
 
 
+class RMTrainConfig(_Strict):
+    """Reward-model training (``jobs/train_rm.py``): a scalar-head sequence classifier trained
+    with the Bradley-Terry loss on preference pairs formed within each pool row."""
+
+    backbone: str | None = Field(None, description="Hub id or local directory of the encoder "
+                                 "or decoder the reward model starts from (its scalar head is "
+                                 "new); jobs/train_rm.py needs it.")
+    preference: str = Field("label", pattern=r"^[A-Za-z0-9_\-]+$", description="What ranks "
+                            "a row's candidates: 'label' (the row's preferred candidate over "
+                            "the others, or its metadata 'labels', true over false) or the name "
+                            "of a reward model whose scores the pool holds.")
+    pairs: Literal["best_vs_rest", "best_vs_worst", "all_ranked"] = Field(
+        "best_vs_rest", description="Pairs per row: the best candidate against every other, "
+        "against the worst only, or every pair with a strict order; ties never pair.")
+    margin: float = Field(0.0, ge=0.0, description="m in -log sigmoid(r_chosen - r_rejected - "
+                          "m); 0 is the plain Bradley-Terry loss.")
+    template: Literal["plain", "openassistant", "qa", "chat"] = Field(
+        "plain", description="How prompt and response become the model's input, as for a "
+        "reward model of kind hf ('qa': a text pair, natural for encoders; 'chat': the "
+        "backbone's chat template).")
+    max_length: int = Field(512, gt=0, description="Tokens per input; longer ones are cut.")
+    truncation_side: Literal["left", "right"] = Field(
+        "left", description="Which end of an over-long input is cut; saved with the tokenizer, "
+        "so scoring as kind hf cuts the same way. 'left' keeps a conversation's latest turns "
+        "and, for decoders, the last token the score is read from.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the data's rows "
+                                 "(prompts, before pairing) held out for evaluation when "
+                                 "data.eval names no held-out pool.")
+    compare_with: list[str] = Field(default_factory=list, description="Reward models of the "
+                                    "recipe (not kind label) scored on the held-out pairs "
+                                    "beside the learned one: their pair accuracy and agreement.")
+    eval_batch_size: int = Field(32, gt=0, description="Pairs per forward pass at evaluation.")
+    calibration_buckets: int = Field(5, ge=1, description="Reward-gap buckets of the "
+                                     "calibration table.")
+
+
 class RunConfig(_Strict):
     """Where outputs go."""
 

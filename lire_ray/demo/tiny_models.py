@@ -209,3 +209,64 @@ def build_tiny_reward_model(out_dir: str | os.PathLike, *, tokenizer_dir: str | 
         tokenizer.save_pretrained(tmp)
 
     return _save_dir(Path(out_dir), save, overwrite)
+
+
+def build_tiny_encoder(out_dir: str | os.PathLike, *, corpus: list[str] | None = None,
+                       vocab_size: int = 400, hidden_size: int = 64, num_layers: int = 2,
+                       num_heads: int = 2, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build a tiny random BERT encoder (no task head) and its WordPiece tokenizer.
+
+    The stand-in for a sentence encoder such as all-MiniLM-L6-v2 in reward-model tests: the
+    tokenizer lower-cases, adds ``[CLS] ... [SEP]`` (and ``[CLS] a [SEP] b [SEP]`` for text
+    pairs, with token type ids), and ``AutoModelForSequenceClassification`` puts a new head on
+    the saved ``BertModel``.
+
+    Args:
+        out_dir: Directory to create; written via a temp dir and a rename.
+        corpus: Local text lines to train the tokenizer on (default :func:`default_corpus`).
+        vocab_size: Target WordPiece vocabulary.
+        hidden_size: Model width.
+        num_layers: Encoder layers.
+        num_heads: Attention heads.
+        seed: Seed of the weight initialisation.
+        overwrite: Replace ``out_dir`` if it already holds files.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import trainers as tk_trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(list(corpus) if corpus is not None else default_corpus(),
+                            trainer=tk_trainers.WordPieceTrainer(
+                                vocab_size=vocab_size, special_tokens=special,
+                                show_progress=False))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]",
+                                        unk_token="[UNK]", cls_token="[CLS]",
+                                        sep_token="[SEP]", mask_token="[MASK]",
+                                        model_input_names=["input_ids", "token_type_ids",
+                                                           "attention_mask"])
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                        num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                        intermediate_size=2 * hidden_size, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _save_dir(Path(out_dir), save, overwrite)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from lire_ray.errors import ConfigError
+from lire_ray.losses.bradley_terry import bradley_terry_loss
 from lire_ray.losses.lire import check_lire_params, lire_loss, transform_rewards
 from lire_ray.losses.listwise import (
     check_pl_params,
@@ -47,8 +48,9 @@ from lire_ray.losses.pairwise import (
 )
 
 __all__ = [
-    "LOSSES", "BuiltLoss", "LossSpec", "build_loss", "list_losses", "lire_loss", "sft_loss",
-    "dpo_loss", "ipo_loss", "slic_loss", "rrhf_loss", "pro_loss", "pl_loss", "transform_rewards",
+    "LOSSES", "BuiltLoss", "LossSpec", "bradley_terry_loss", "build_loss", "list_losses",
+    "lire_loss", "sft_loss", "dpo_loss", "ipo_loss", "slic_loss", "rrhf_loss", "pro_loss",
+    "pl_loss", "transform_rewards",
 ]
 
 # Keyword arguments of the call convention; everything else in a signature is a parameter.

@@ -109,23 +109,47 @@ class HFRewardModel:
         """
         import torch
 
-        turns = list(messages) if messages is not None else [None] * len(responses)
-        inputs = [format_reward_input(self.cfg.template, p, r, self.tokenizer, m)
-                  for p, r, m in zip(prompts, responses, turns)]
-        # A chat template writes its own special tokens (BOS included); adding the tokenizer's
-        # on top would double them, unlike the text the reward model was trained on.
-        special = self.cfg.template != "chat"
         scores: list[float] = []
-        for start in range(0, len(inputs), self.cfg.batch_size):
-            chunk = inputs[start:start + self.cfg.batch_size]
-            args = ([c[0] for c in chunk], [c[1] for c in chunk]) if self.cfg.template == "qa" \
-                else (chunk,)
-            full = self.tokenizer(*args, add_special_tokens=special)["input_ids"]
-            enc = self.tokenizer(*args, truncation=True, padding=True,
-                                 max_length=self.cfg.max_length, add_special_tokens=special,
-                                 return_tensors="pt")
-            self.truncated += sum(len(ids) > self.cfg.max_length for ids in full)
+        turns = list(messages) if messages is not None else [None] * len(responses)
+        for start in range(0, len(responses), self.cfg.batch_size):
+            stop = start + self.cfg.batch_size
+            enc, cut = encode_reward_inputs(self.tokenizer, self.cfg.template,
+                                            prompts[start:stop], responses[start:stop],
+                                            turns[start:stop], max_length=self.cfg.max_length)
+            self.truncated += cut
             with torch.no_grad():
                 logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
             scores.extend(float(x) for x in logits[:, 0].float().cpu())
         return scores
+
+
+def encode_reward_inputs(tokenizer, template: str, prompts: Sequence[str],
+                         responses: Sequence[str], messages: Sequence[Messages | None],
+                         *, max_length: int):
+    """Tokenise (prompt, response) pairs as a reward model of ``template`` reads them, padded
+    to one batch; reward-model training encodes with this too, so a trained model is scored
+    exactly as it was trained.
+
+    Args:
+        tokenizer: The reward model's tokenizer (with a pad token; its ``truncation_side``
+            decides which end an over-long input loses).
+        template: See :func:`format_reward_input`.
+        prompts: N prompts.
+        responses: N responses.
+        messages: N chat-turn lists or Nones.
+        max_length: Tokens per input.
+
+    Returns:
+        ``(encoding, truncated)``: the tokenizer's batch (``input_ids`` [N, L], ``attention_mask``
+        [N, L], ...) as tensors, and how many of the N inputs were cut.
+    """
+    inputs = [format_reward_input(template, p, r, tokenizer, m)
+              for p, r, m in zip(prompts, responses, messages)]
+    # A chat template writes its own special tokens (BOS included); adding the tokenizer's
+    # on top would double them, unlike the text the reward model was trained on.
+    special = template != "chat"
+    args = ([c[0] for c in inputs], [c[1] for c in inputs]) if template == "qa" else (inputs,)
+    full = tokenizer(*args, add_special_tokens=special)["input_ids"]
+    enc = tokenizer(*args, truncation=True, padding=True, max_length=max_length,
+                    add_special_tokens=special, return_tensors="pt")
+    return enc, sum(len(ids) > max_length for ids in full)

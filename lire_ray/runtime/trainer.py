@@ -105,6 +105,21 @@ def torch_trainer(recipe: Recipe, loop: Callable[[dict], Any], config: dict, *, 
         **kwargs)
 
 
+def run_class(task: str) -> type[TrainingRun]:
+    """The worker class of a ``WorkerSpec.task``: ``policy`` or ``reward_model``.
+
+    Raises:
+        ConfigError: Unknown task.
+    """
+    if task == "policy":
+        return TrainingRun
+    if task == "reward_model":
+        from lire_ray.rm.worker import RewardModelRun
+
+        return RewardModelRun
+    raise ConfigError(f"unknown training task '{task}'; known: policy, reward_model")
+
+
 def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
     """Build this worker's :class:`TrainingRun` (restored from Ray Train's latest checkpoint
     when the group restarted) and return it with that checkpoint (or None)."""
@@ -128,8 +143,8 @@ def worker_context(spec: WorkerSpec) -> tuple[TrainingRun, Any]:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-    run = TrainingRun(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                      use_gpu=use_gpu, device=device)
+    run = run_class(spec.task)(spec, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                               use_gpu=use_gpu, device=device)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -194,6 +209,8 @@ class TrainerGroup:
         name: Prefix of the Ray Train run names.
         alone: No other role of the job computes while it trains (``jobs/train.py``): CPU
             workers then use every core of the machine.
+        task: ``policy`` (listwise policy training) or ``reward_model`` (a Bradley-Terry
+            reward model on pools of preference pairs, :mod:`lire_ray.rm`).
 
     Raises:
         ConfigError: ``storage_path`` is not absolute.
@@ -202,15 +219,18 @@ class TrainerGroup:
     #: Whether :meth:`fit` leaves the new policy served on the samplers (it does not).
     serves_weights = False
 
-    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, alone: bool = False):
+    def __init__(self, recipe: Recipe, *, storage_path: str, name: str, alone: bool = False,
+                 task: str = "policy"):
         if not Path(storage_path).is_absolute():
             raise ConfigError(f"trainer storage_path must be absolute, got '{storage_path}'")
+        run_class(task)
         self.recipe = recipe
         self.storage_path = str(storage_path)
         self.name = name
         self.alone = alone
         #: Warns once over every ``fit`` of this group when LIRE's Q turns one-hot.
         self.watch: GradHealthWatch | None = None
+        self.task = task
 
     def fit(self, dataset, *, num_prompts: int, init: PolicyInit, output_dir: str,
             epochs: int | None = None, policy_version: int = 1, log_dir: str | None = None,
@@ -251,7 +271,7 @@ class TrainerGroup:
                           epochs=epochs or self.recipe.train.epochs,
                           policy_version=policy_version, run_name=run_name, log_dir=log_dir,
                           stop_after_epoch=stop_after_epoch, init_adapter=init.adapter,
-                          trainer_alone=self.alone)
+                          trainer_alone=self.alone, task=self.task)
         trainer = torch_trainer(self.recipe, train_loop, spec.to_config(), run_name=run_name,
                                 storage_path=self.storage_path, datasets={"train": dataset})
         try:

@@ -86,6 +86,8 @@ class WorkerSpec:
             Evolve steps: how many (the schedule spans them all); None sizes it for one.
         trainer_alone: No other role of the job computes while this run trains (CPU workers
             then take every core, see :func:`~lire_ray.training.threads.worker_threads`).
+        task: What the workers train: ``policy`` (:class:`TrainingRun`) or ``reward_model``
+            (:class:`lire_ray.rm.worker.RewardModelRun`, a Bradley-Terry scalar head).
     """
 
     recipe: dict[str, Any]
@@ -100,6 +102,7 @@ class WorkerSpec:
     init_adapter: str | None = None
     schedule_spans_steps: int | None = None
     trainer_alone: bool = False
+    task: str = "policy"
 
     def to_config(self) -> dict[str, Any]:
         """The spec as a ``train_loop_config`` dict."""
@@ -200,11 +203,9 @@ class TrainingRun:
                  device: Any = "cpu"):
         import torch
 
-        from lire_ray.models import load_causal_lm, load_tokenizer
-
         self.spec, self.rank, self.world_size = spec, rank, world_size
         self.recipe = Recipe.model_validate(spec.recipe)
-        train, model_cfg = self.recipe.train, self.recipe.model
+        train = self.recipe.train
         self.engine_kind = engine_kind(train, use_gpu=use_gpu, world_size=world_size)
         if self.engine_kind == "deepspeed":
             import_deepspeed(use_gpu)
@@ -217,16 +218,9 @@ class TrainingRun:
             spec.num_prompts, world_size, train.micro_batch_prompts, train.grad_accum)
         # A resident run that continues one schedule over every Evolve step sizes it for all.
         schedule_steps = self.total_steps * (spec.schedule_spans_steps or 1)
-        self.tokenizer = load_tokenizer(spec.init_model,
-                                        trust_remote_code=model_cfg.trust_remote_code)
         dtype = "bfloat16" if resolve_precision(train.precision, use_gpu) == "bf16" else "float32"
         torch.manual_seed(train.seed)
-        model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
-                               trust_remote_code=model_cfg.trust_remote_code)
-        if model_cfg.lora.enabled and spec.init_adapter:
-            model = load_lora(model, spec.init_adapter)
-        elif model_cfg.lora.enabled:
-            model = apply_lora(model, model_cfg.lora, seed=train.seed)
+        self.tokenizer, model = self.load_model(dtype=dtype, device=device)
         if train.gradient_checkpointing:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -241,6 +235,37 @@ class TrainingRun:
         self._prompt_warned = False
         #: Seconds spent before the first step (``reference_s``), recorded with that step.
         self._timing: dict[str, float] = {}
+
+    def load_model(self, *, dtype: str, device: Any):
+        """The tokenizer and the model to train (a causal LM, with its LoRA adapter when
+        enabled); a subclass that trains another kind of model overrides it.
+
+        Args:
+            dtype: ``float32`` or ``bfloat16``.
+            device: Torch device.
+
+        Returns:
+            ``(tokenizer, model)``.
+        """
+        from lire_ray.models import load_causal_lm, load_tokenizer
+
+        model_cfg, spec = self.recipe.model, self.spec
+        tokenizer = load_tokenizer(spec.init_model, trust_remote_code=model_cfg.trust_remote_code)
+        model = load_causal_lm(spec.init_model, dtype=dtype, device=device,
+                               trust_remote_code=model_cfg.trust_remote_code)
+        if model_cfg.lora.enabled and spec.init_adapter:
+            model = load_lora(model, spec.init_adapter)
+        elif model_cfg.lora.enabled:
+            model = apply_lora(model, model_cfg.lora, seed=self.recipe.train.seed)
+        return tokenizer, model
+
+    def train_step(self, tables: list[pa.Table]) -> StepStats:
+        """One optimizer step over micro-batches of pool rows (the listwise policy step); a
+        subclass that trains another objective overrides it."""
+        train = self.recipe.train
+        return train_step(self.engine, [self._groups(t) for t in tables], self.loss,
+                          packing=train.packing, chunk_size=train.logprob_chunk_size,
+                          recompute_logits=self.engine.zero_optimization_stage() != 3)
 
     @property
     def lora(self) -> bool:
@@ -326,9 +351,7 @@ class TrainingRun:
                      sink: MetricSink | ForwardingSink | None) -> None:
         train = self.recipe.train
         for tables in group_steps(batches, train.grad_accum):
-            stats = train_step(self.engine, [self._groups(t) for t in tables], self.loss,
-                               packing=train.packing, chunk_size=train.logprob_chunk_size,
-                               recompute_logits=self.engine.zero_optimization_stage() != 3)
+            stats = self.train_step(tables)
             self.state.step += 1
             record = {"step": self.state.step, "epoch": epoch + 1,
                       "policy_version": self.state.version,
