@@ -17,6 +17,7 @@ from lire_ray.config.loading import (
     load_recipe,
     parse_override,
 )
+from lire_ray.config.judge import JudgeConfig, JudgeTemplates
 from lire_ray.config.recipe import Recipe
 from lire_ray.config.sections import (
     ActorResources,
@@ -43,6 +44,8 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "EvolveConfig",
+    "JudgeConfig",
+    "JudgeTemplates",
     "LoraConfig",
     "LossConfig",
     "ModelConfig",
