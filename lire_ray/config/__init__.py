@@ -10,6 +10,7 @@ Modules: :mod:`~lire_ray.config.sections` (one model per recipe section),
 :mod:`~lire_ray.config.loading` (files, overrides, errors).
 """
 
+from lire_ray.config.judge import JudgeConfig, JudgeTemplates
 from lire_ray.config.loading import (
     DEFAULT_RECIPE,
     apply_override,
@@ -17,7 +18,6 @@ from lire_ray.config.loading import (
     load_recipe,
     parse_override,
 )
-from lire_ray.config.judge import JudgeConfig, JudgeTemplates
 from lire_ray.config.recipe import Recipe
 from lire_ray.config.sections import (
     ActorResources,

@@ -10,7 +10,8 @@ judge's raw text. :class:`JudgeClient` sends the requests a cache does not alrea
   other than 429 (the request itself is wrong) is not retried. After the last attempt the item
   is recorded as failed (``Answer.text`` None, ``Answer.error`` the cause) and the others go on;
 - stopping with :class:`JudgeUnavailable` (naming the judge and its URL) when
-  ``judge.abort_after`` requests failed before any succeeded, or every request failed.
+  ``judge.abort_after`` requests failed before any succeeded, or every request failed (an
+  answer taken from the cache counts as a success).
 
 Answers the judge gave are cached on disk (:class:`JudgeCache`) by (judge model, template,
 question, answers), each in its own file written atomically, so a rerun or a resumed run never
@@ -200,6 +201,15 @@ def _excerpt(exc: urllib.error.HTTPError) -> str:
     return f": {text}" if text else ""
 
 
+@dataclass
+class _Tally:
+    """Outcomes of the requests sent in one :meth:`JudgeClient.judge_all` call."""
+
+    answered: int = 0
+    failed: int = 0
+    last: str = ""
+
+
 class JudgeClient:
     """Asks a judge many questions, with the cache, retries and failure rules of the module.
 
@@ -275,21 +285,25 @@ class JudgeClient:
         if todo:
             log.info("%s: %d requests (%d cached), %d at a time", self.label, len(todo),
                      len(requests) - len(todo), self.cfg.concurrency)
-        tally = {"answered": 0, "failed": 0, "last": ""}
+        tally = _Tally()
 
         def settle(i: int, answer: Answer) -> None:
             out[i] = answer
             if answer.text is None:
-                tally["failed"] += 1
-                tally["last"] = answer.error or ""
+                tally.failed += 1
+                tally.last = answer.error or ""
                 return
-            tally["answered"] += 1
+            tally.answered += 1
             if self.cache is not None:
                 self.cache.put(requests[i][0], answer.text, model=str(self.cfg.model))
 
+        # Cached answers count: a rerun whose only new requests are the ones that failed
+        # before still reports the rest (a judge that is down is caught by check() first).
+        cached = len(requests) - len(todo)
+
         def hopeless() -> bool:
-            return tally["answered"] == 0 and tally["failed"] >= min(self.cfg.abort_after,
-                                                                     len(todo))
+            return (tally.answered + cached == 0
+                    and tally.failed >= min(self.cfg.abort_after, len(todo)))
 
         batch = getattr(self.transport, "complete_many", None)
         try:
@@ -305,27 +319,31 @@ class JudgeClient:
                     settle(i, answer)
                 if hopeless():
                     raise JudgeUnavailable(f"{self.label} answered none of {len(todo)} "
-                                           f"requests; last error: {tally['last']}")
+                                           f"requests; last error: {tally.last}")
             elif todo:
                 self._ask_pooled(requests, todo, settle, hopeless, tally)
         finally:
-            self._count("answered", int(tally["answered"]))
-            self._count("failed", int(tally["failed"]))
+            self._count("answered", tally.answered)
+            self._count("failed", tally.failed)
         return [a for a in out if a is not None]
 
-    def _ask_pooled(self, requests, todo, settle, hopeless, tally) -> None:
-        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
-        try:
-            pending: dict[Future, int] = {pool.submit(self.ask, requests[i][1]): i for i in todo}
-            while pending:
+    def _ask_pooled(self, requests: Sequence[tuple[str, Messages]], todo: list[int],
+                    settle: Callable[[int, Answer], None], hopeless: Callable[[], bool],
+                    tally: _Tally) -> None:
+        # A sliding window: a request is sent only when one of the ``concurrency`` in flight
+        # has come back, so a judge found to be down stops the job after at most
+        # ``abort_after + concurrency - 1`` requests.
+        queue = list(todo)
+        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+            pending: dict[Future, int] = {}
+            while queue or pending:
+                while queue and len(pending) < self.cfg.concurrency:
+                    i = queue.pop(0)
+                    pending[pool.submit(self.ask, requests[i][1])] = i
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     settle(pending.pop(fut), fut.result())
                 if hopeless():
-                    for fut in pending:
-                        fut.cancel()
                     raise JudgeUnavailable(f"{self.label} answered none of the first "
-                                           f"{tally['failed']} requests; last error: "
-                                           f"{tally['last']}")
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+                                           f"{tally.failed} requests; last error: "
+                                           f"{tally.last}")

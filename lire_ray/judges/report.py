@@ -80,7 +80,7 @@ def write_judge_report(out: Path, *, mode: str, meta: dict,
                  for p, s in summaries.items()}
         plot_list.append(("mean judge grade per category, one polygon per policy (paper "
                           "Fig. 3)", plots.plot_radar(radar, out / "plots" / "radar.png")))
-        metrics = {"summary": summaries}
+        metrics: dict = {"summary": summaries}
     else:
         summaries = {p: summarise_pairwise(rs) for p, rs in records.items()}
 

@@ -156,13 +156,13 @@ def run_judging(recipe: Recipe, *, mode: str, policies: Sequence[str], out_dir: 
         raise ConfigError("mode=pairwise needs data=POOL (prompts with human-written answers)")
     qs = load_questions(questions) if mode == "single" and questions else []
     rows = _pair_rows(data, recipe.data.eval_prompts) if mode == "pairwise" and data else []
-    base = resolve_policy(recipe)
-    targets = [(p, None if p == BASE else policy_in(p, base=base)) for p in policies]
-    out = prepare_output(out_dir, overwrite=overwrite, owned=OWNED)
     transport = OpenAITransport(judge) if judge.backend == "openai" else None
     client = JudgeClient(judge, transport, judge_cache(recipe)) if transport else None
     if client is not None:
         client.check()
+    base = resolve_policy(recipe)
+    targets = [(p, None if p == BASE else policy_in(p, base=base)) for p in policies]
+    out = prepare_output(out_dir, overwrite=overwrite, owned=OWNED)
     handle = connect(recipe.ray)
     stop_judge = None
     try:
