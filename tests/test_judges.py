@@ -268,3 +268,45 @@ def test_job_with_a_dead_judge_ends_with_a_short_error(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) <= 4, proc.stderr
     assert srv.hits["e500"] == 2
     assert not (tmp_path / "judge").exists()
+
+
+def test_study_judge_columns_and_their_report_section(tmp_path):
+    from lire_ray.inputs import load_prompt_rows
+    from lire_ray.judges.report import judge_section
+    from lire_ray.studies.judge import judge_columns
+
+    rows = load_prompt_rows("builtin:reviews-heldout", 3)
+    answers = {"base": ["a", "b", "c"], "lire s0": ["d", "e", "f"]}
+    with ScriptedJudge() as srv:
+        recipe = load_recipe(ROOT / "configs" / "tiny-judge.yaml", [
+            f"judge.base_url={srv.url}", "judge.model=scripted", f"run.dir={tmp_path}"])
+        result = judge_columns(recipe, rows, answers, namespace="unused", out=tmp_path)
+        assert srv.hits["ok"] == 12  # 2 policies x 3 prompts x 2 orders
+    assert set(result["summary"]) == {"base", "lire s0"}
+    assert result["summary"]["base"]["tie"] == 1.0  # the scripted judge always says A
+    assert len((tmp_path / "llm_judge.jsonl").read_text().splitlines()) == 6
+    heading, body = judge_section(result)
+    assert "Fig. 2" in heading and "| lire s0 | 3 | 3 | 0.0% | 100.0% | 0.0% |" in body
+    with ScriptedJudge(always="e500") as srv:
+        recipe = load_recipe(ROOT / "configs" / "tiny-judge.yaml", [
+            f"judge.base_url={srv.url}", "judge.model=scripted", "judge.max_retries=0",
+            f"run.dir={tmp_path}", "judge.abort_after=2", "judge.concurrency=1"])
+        cached = judge_columns(recipe, rows, answers, namespace="unused", out=tmp_path)
+        assert cached["summary"] == result["summary"] and srv.hits["e500"] == 0  # the cache
+        recipe = load_recipe(ROOT / "configs" / "tiny-judge.yaml", [
+            f"judge.base_url={srv.url}", "judge.model=scripted", "judge.max_retries=0",
+            f"run.dir={tmp_path / 'other'}", "judge.abort_after=2", "judge.concurrency=1"])
+        failed = judge_columns(recipe, rows, answers, namespace="unused", out=tmp_path)
+    assert "HTTP 500" in failed["error"] and "No verdicts" in judge_section(failed)[1]
+
+
+def test_comparison_with_a_dead_judge_stops_before_training(tmp_path):
+    with ScriptedJudge(always="e500") as srv:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "jobs" / "compare.py"), "--config",
+             "configs/tiny-judge.yaml", f"judge.base_url={srv.url}", "judge.model=dead",
+             "judge.max_retries=0", f"run.dir={tmp_path}", "--losses", "lire"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and f"judge 'dead' at {srv.url}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "compare").exists()

@@ -31,6 +31,31 @@ def _cell(block: Mapping) -> str:
     return f"{shown} ({block['valid']}/{block['n']})"
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "-"
+
+
+def pairwise_table(summaries: Mapping[str, dict]) -> str:
+    """The win / tie / loss table of pairwise summaries, one row per policy."""
+    rows = [[p, s["pairs"], s["valid"], _pct(s["win"]), _pct(s["tie"]), _pct(s["loss"]),
+             _pct(s["order_inconsistent"]), _pct(s["invalid"]), _pct(s["failed"])]
+            for p, s in summaries.items()]
+    return markdown_table(["policy", "pairs", "valid", "win", "tie", "loss",
+                           "order-inconsistent", "invalid", "failed"], rows)
+
+
+def judge_section(result: dict) -> tuple[str, str]:
+    """The report section of a study's judge columns (see
+    :func:`lire_ray.studies.judge.judge_columns`)."""
+    heading = "LLM judge: win rate against the human-written answer (paper Fig. 2)"
+    if "error" in result:
+        return heading, f"No verdicts: {result['error']}"
+    return heading, (f"Judge: {result['judge']}; each policy's first response at the first "
+                     "evaluation temperature. " + pairwise_table(result["summary"]).join(
+                         ["\n\n", "\n\n"]) + PAIR_NOTE + " " + VALIDITY_NOTE
+                     + " Every judgment: `llm_judge.jsonl`.")
+
+
 def write_judge_report(out: Path, *, mode: str, meta: dict,
                        records: Mapping[str, Sequence[dict]], stats: dict,
                        wall_s: float) -> Path:
@@ -83,18 +108,9 @@ def write_judge_report(out: Path, *, mode: str, meta: dict,
         metrics: dict = {"summary": summaries}
     else:
         summaries = {p: summarise_pairwise(rs) for p, rs in records.items()}
-
-        def pct(x: float) -> str:
-            return f"{100 * x:.1f}%" if math.isfinite(x) else "-"
-
-        table = [[p, s["pairs"], s["valid"], pct(s["win"]), pct(s["tie"]), pct(s["loss"]),
-                  pct(s["order_inconsistent"]), pct(s["invalid"]), pct(s["failed"])]
-                 for p, s in summaries.items()]
         sections = [("Setup", setup + " " + requests),
                     ("Win rate against the human-written answer (paper Fig. 2)",
-                     markdown_table(["policy", "pairs", "valid", "win", "tie", "loss",
-                                     "order-inconsistent", "invalid", "failed"], table)
-                     + "\n\n" + PAIR_NOTE + " " + VALIDITY_NOTE)]
+                     pairwise_table(summaries) + "\n\n" + PAIR_NOTE + " " + VALIDITY_NOTE)]
         metrics = {"summary": summaries}
     sections.append(("Run", f"Wall time {wall_s:.0f} s. One line per judged item in "
                             f"`{JUDGMENTS_FILE}` (with the judge's raw text); every number "

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError, DataError
 from lire_ray.inputs import load_prompt_rows, resolve_policy
@@ -209,3 +210,68 @@ def _grade(client: JudgeClient, mode: str, qs: Sequence[Question], rows: Sequenc
     for r, it in zip(records, items):
         r["answer"], r["human_answer"] = it.policy_answer, it.human_answer
     return records
+
+
+def preflight(recipe: Recipe) -> None:
+    """Ask an OpenAI-compatible judge one short question (nothing for the in-cluster judge,
+    which starts later), so a study that adds judge columns fails before it trains.
+
+    Raises:
+        ConfigError: An incomplete ``judge`` section.
+        JudgeUnavailable: The judge does not answer.
+    """
+    check_judge(recipe)
+    assert recipe.judge is not None
+    if recipe.judge.backend == "openai":
+        JudgeClient(recipe.judge, OpenAITransport(recipe.judge), None).check()
+
+
+def judge_columns(recipe: Recipe, rows: Sequence[PoolRow], answers: dict[str, list[str]], *,
+                  namespace: str, out: Path) -> dict:
+    """Pairwise judge verdicts against the human-written answers for several policies' answers
+    to the same held-out prompts (the comparison's judge columns). Call with Ray connected
+    when ``judge.backend`` is vllm.
+
+    Args:
+        recipe: The recipe with a ``judge`` section.
+        rows: The P held-out prompt rows.
+        answers: ``{label: [P] answers}`` (e.g. each policy's greedy response).
+        namespace: Ray namespace of the in-cluster judge.
+        out: The study's directory; the judgments are written to ``llm_judge.jsonl`` there.
+
+    Returns:
+        ``{"judge": label, "summary": {label: pairwise summary}, "requests": counters}``;
+        or ``{"judge": label, "error": message}`` when the judge answered nothing, so a study
+        that trained for hours still writes its report.
+    """
+    from lire_ray.judges import JudgeUnavailable, summarise_pairwise
+
+    judge = recipe.judge
+    assert judge is not None
+    keep = [i for i, r in enumerate(rows) if r.human_reference is not None]
+    stop = None
+    try:
+        if judge.backend == "openai":
+            client = JudgeClient(judge, OpenAITransport(judge), judge_cache(recipe))
+        else:
+            from lire_ray.runtime.judge import VllmJudgeTransport
+
+            vllm = VllmJudgeTransport(judge, namespace=namespace)
+            stop = vllm.stop
+            client = JudgeClient(judge, vllm, judge_cache(recipe))
+        records = {}
+        for label, texts in answers.items():
+            items = [PairItem(rows[i].prompt_id, "all", rows[i].prompt, texts[i],
+                              rows[i].human_reference or "") for i in keep]
+            records[label] = grade_pairwise(client, items, policy=label)
+    except JudgeUnavailable as err:
+        log.warning("no judge columns: %s", err)
+        return {"judge": judge.label, "error": str(err)}
+    finally:
+        if stop is not None:
+            stop()
+    atomic_write_text(out / "llm_judge.jsonl", "".join(
+        json.dumps(r, ensure_ascii=False) + "\n" for rs in records.values() for r in rs))
+    return {"judge": client.label, "summary": {k: summarise_pairwise(v)
+                                               for k, v in records.items()},
+            "requests": client.stats}
