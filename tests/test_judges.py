@@ -310,3 +310,33 @@ def test_comparison_with_a_dead_judge_stops_before_training(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and f"judge 'dead' at {srv.url}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "compare").exists()
+
+
+def test_main_job_judges_the_first_held_out_responses_before_and_after(tmp_path):
+    from types import SimpleNamespace
+
+    from lire_ray.inputs import load_prompt_rows
+    from lire_ray.self_enhance import _llm_judge
+
+    rows = load_prompt_rows("builtin:reviews-heldout", 2)
+
+    def ev(tag):  # EvalResult.to_json() shape: greedy (one sample) and T=1 (two)
+        return {"generations": {"1.0": {"responses": [["x", "y"]] * 2},
+                                "0.0": {"responses": [[f"{tag} 0"], [f"{tag} 1"]]}}}
+
+    with ScriptedJudge() as srv:
+        recipe = load_recipe(ROOT / "configs" / "tiny-judge.yaml", [
+            f"judge.base_url={srv.url}", "judge.model=scripted", f"run.dir={tmp_path}"])
+        result = _llm_judge(recipe, SimpleNamespace(root=tmp_path), rows, ev("before"),
+                            ev("after"))
+        assert srv.hits["ok"] == 8
+    assert result is not None and set(result["summary"]) == {"before", "after"}
+    lines = [json.loads(x) for x in (tmp_path / "llm_judge.jsonl").read_text().splitlines()]
+    # The greedy (lowest-temperature) response of each policy was judged.
+    assert [(r["policy"], r["answer"]) for r in lines] == [
+        ("before", "before 0"), ("before", "before 1"), ("after", "after 0"),
+        ("after", "after 1")]
+    assert [r["human_answer"] for r in lines[:2]] == [row.human_reference for row in rows]
+    recipe_no_judge = load_recipe(ROOT / "configs" / "tiny.yaml", [f"run.dir={tmp_path}"])
+    assert _llm_judge(recipe_no_judge, SimpleNamespace(root=tmp_path), rows, ev("b"),
+                      ev("a")) is None

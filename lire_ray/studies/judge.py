@@ -264,6 +264,8 @@ def judge_columns(recipe: Recipe, rows: Sequence[PoolRow], answers: dict[str, li
             items = [PairItem(rows[i].prompt_id, "all", rows[i].prompt, texts[i],
                               rows[i].human_reference or "") for i in keep]
             records[label] = grade_pairwise(client, items, policy=label)
+            for r, it in zip(records[label], items):
+                r["answer"], r["human_answer"] = it.policy_answer, it.human_answer
     except JudgeUnavailable as err:
         log.warning("no judge columns: %s", err)
         return {"judge": judge.label, "error": str(err)}
