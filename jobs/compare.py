@@ -111,6 +111,10 @@ def main(args) -> int:
         print(f"report: {report}")
         return 0
     check_eval_recipe(recipe)
+    if recipe.judge is not None:
+        from lire_ray.studies.judge import preflight
+
+        preflight(recipe)  # a judge that is down stops the study before anything starts
     if study != "grid":
         from lire_ray.studies import candidates, sweep
 

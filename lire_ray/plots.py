@@ -8,7 +8,8 @@
 * :func:`plot_reward_distribution`: the before/after reward histogram (Fig. 7);
 * :func:`plot_before_after`: per-prompt score before against after, negative flips marked
   (Fig. 8);
-* :func:`plot_curves`: metric records over a step axis.
+* :func:`plot_curves`: metric records over a step axis;
+* :func:`plot_radar`: judge grades per category, one polygon per policy (Fig. 3).
 
 All use matplotlib's Agg backend (headless) and return the written path.
 """
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["plot_before_after", "plot_calibration", "plot_curves", "plot_frontier", "plot_grid",
-           "plot_histograms",
+           "plot_histograms", "plot_radar",
            "plot_reward_distribution", "plot_seed_bands", "plot_training_curves",
            "plot_win_rate_vs_k"]
 
@@ -357,4 +358,39 @@ def plot_calibration(buckets: Sequence[Mapping[str, float]], path: Path, *,
                     textcoords="offset points", xytext=(4, -10))
     ax.set_ylim(0.0, 1.05)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_radar(series: Mapping[str, Mapping[str, float]], path: Path, *,
+               title: str = "judge grade per category", limit: float = 10.0) -> Path:
+    """A radar plot of per-category grades (paper Fig. 3), one polygon per policy.
+
+    Args:
+        series: ``{policy: {category: mean grade}}``; every policy over the same categories
+            (those of the first). A NaN grade (no valid verdict) is drawn at 0 and marked in
+            the legend.
+        path: PNG file to write.
+        title: The plot's title.
+        limit: The radial axis' maximum (grades run 1-10).
+
+    Returns:
+        ``path``.
+    """
+    plt = _plt()
+    cats = list(next(iter(series.values())).keys()) if series else []
+    angles = [2 * math.pi * i / max(len(cats), 1) for i in range(len(cats))]
+    fig = plt.figure(figsize=(6, 6))
+    ax = fig.add_subplot(111, projection="polar")
+    for name, grades in series.items():
+        values = [grades.get(c, math.nan) for c in cats]
+        missing = sum(not _finite(v) for v in values)
+        drawn = [v if _finite(v) else 0.0 for v in values]
+        label = name + (f" ({missing} categories without a valid grade)" if missing else "")
+        ax.plot(angles + angles[:1], drawn + drawn[:1], marker="o", label=label)
+        ax.fill(angles + angles[:1], drawn + drawn[:1], alpha=0.15)
+    ax.set_xticks(angles)
+    ax.set_xticklabels(cats)
+    ax.set_ylim(0, limit)
+    ax.set_title(title)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.12), fontsize=8)
     return _save(fig, path)

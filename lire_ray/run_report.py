@@ -114,7 +114,7 @@ def grad_health_section(stages: list[dict]) -> tuple[str, dict | None]:
 
 
 def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
-                     after: dict | None, wall_s: float) -> Path:
+                     after: dict | None, wall_s: float, llm_judge: dict | None = None) -> Path:
     """Write ``report.md``, ``metrics.json``, ``summary.txt`` and the plots of a run.
 
     Args:
@@ -124,6 +124,8 @@ def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
             without held-out prompts.
         after: The final policy's held-out evaluation, or None.
         wall_s: The run's wall time.
+        llm_judge: The recipe's LLM judge on the starting and final policy
+            (:func:`lire_ray.studies.judge.judge_columns`), or None.
 
     Returns:
         The path of ``report.md``.
@@ -140,6 +142,11 @@ def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
         sections += [("Held-out prompts", table), ("KL to the reference and diversity", div),
                      ("Example held-out responses (first prompts, lowest temperature)",
                       _examples(before, after))]
+    if llm_judge:
+        from lire_ray.judges.report import judge_section
+
+        sections.append(judge_section(llm_judge))
+        metrics["llm_judge"] = llm_judge
     if stages:
         sections.append(("Evolve steps", markdown_table(
             ["step", "prompts", "candidates", "policy reward (train RM)", "sample s", "train s",

@@ -59,6 +59,10 @@ def run(recipe: Recipe) -> Path:
     reference = resolve_reference(recipe) if loss.needs_reference or eval_rows else None
     check_tokenizers(policy, reference, trust_remote_code=recipe.model.trust_remote_code)
     roles_needed = ("sampler", "reward") + (("reference",) if reference else ())
+    if recipe.judge is not None and eval_rows:
+        from lire_ray.studies.judge import preflight
+
+        preflight(recipe)  # a judge that is down stops the run before it trains
 
     handle = connect(recipe.ray)
     roles, sink = None, None
@@ -87,6 +91,7 @@ def run(recipe: Recipe) -> Path:
         algorithm.self_enhance(chain, train_rows)
         after = _cached(rundir, f"after_e{recipe.evolve.steps}", evaluator)
         log_evaluation(sink, after, step=_last_global_step(rundir))
+        llm_judge = _llm_judge(recipe, rundir, eval_rows, before, after)
     finally:
         if sink is not None:
             sink.close()
@@ -94,7 +99,22 @@ def run(recipe: Recipe) -> Path:
             roles.stop()
         disconnect(handle)
     return write_run_report(recipe, rundir, before=before, after=after,
-                            wall_s=time.time() - t0)
+                            wall_s=time.time() - t0, llm_judge=llm_judge)
+
+
+def _llm_judge(recipe: Recipe, rundir: RunDir, rows: list, before: dict | None,
+               after: dict | None) -> dict | None:
+    """The recipe's LLM judge on the first held-out response (lowest temperature) of the
+    starting and the final policy against the human answers; None without a judge."""
+    if recipe.judge is None or not before or not after:
+        return None
+    from lire_ray.studies.judge import judge_columns
+
+    t = str(min(float(k) for k in before["generations"]))
+    answers = {label: [s[0] for s in ev["generations"][t]["responses"]]
+               for label, ev in (("before", before), ("after", after))}
+    return judge_columns(recipe, rows, answers, out=rundir.root,
+                         namespace=namespace_for(recipe.ray.namespace, rundir.root, "judge"))
 
 
 def open_experiment(recipe: Recipe, rundir: RunDir) -> MetricSink | None:

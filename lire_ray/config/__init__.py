@@ -10,6 +10,7 @@ Modules: :mod:`~lire_ray.config.sections` (one model per recipe section),
 :mod:`~lire_ray.config.loading` (files, overrides, errors).
 """
 
+from lire_ray.config.judge import JudgeConfig, JudgeTemplates
 from lire_ray.config.loading import (
     DEFAULT_RECIPE,
     apply_override,
@@ -44,6 +45,8 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "EvolveConfig",
+    "JudgeConfig",
+    "JudgeTemplates",
     "LoraConfig",
     "LossConfig",
     "ModelConfig",

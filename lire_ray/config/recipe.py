@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from lire_ray.config.judge import JudgeConfig
 from lire_ray.config.sections import (
     DataConfig,
     EvalConfig,
@@ -39,6 +40,8 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     rm_train: RMTrainConfig = Field(default_factory=RMTrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    judge: JudgeConfig | None = Field(None, description="An LLM judge (jobs/judge.py; judge "
+                                      "columns in the comparison and the main job's report).")
 
     @model_validator(mode="before")
     @classmethod

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 #: What a comparison writes into its output directory (cleared by ``--overwrite``).
 OWNED = ("report.md", "metrics.json", "plots", "pool", "checkpoints", "ray_train", "runs.jsonl",
+         "llm_judge.jsonl",
          ".state", ".pool.parts", "chains")
 #: How each loss uses a list of K > 2 candidates (pairwise losses: their ``pairs`` parameter).
 LIST_USE = {"lire": "listwise (softmax over all K)", "pl": "listwise (Plackett-Luce)",
@@ -206,6 +207,7 @@ def evaluate_run(ev: Evaluator, base: EvalResult, *, judges: list[str]) -> dict:
     scores = res.generation(t).scores
     run = {"records": res.records, "kl": res.kl, "table": res.record(t),
            "held_out_prompts": res.prompts, "first_scores": first_samples(scores),
+           "first_responses": [s[0] for s in res.generation(t).responses],
            "negative_flip_rate": flip_rates(scores, base.generation(t).scores, judges)}
     return json.loads(json.dumps(run, default=float))
 
@@ -246,6 +248,10 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
     if len({a.slug for a in arms}) < len(arms):
         raise ConfigError(f"arm labels {[a.label for a in arms]} collide as directory names")
     rows = cands.training_rows(recipe, mode)
+    if recipe.judge is not None:
+        from lire_ray.studies.judge import preflight
+
+        preflight(recipe)  # a judge that is down stops the study before it trains
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "compare"),
                          overwrite=overwrite, owned=OWNED)
     base = resolve_policy(recipe)
@@ -295,9 +301,18 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         finally:
             roles.stop()
             timeline.roles("stopped", roles)
+        t = min(recipe.eval.temperatures)
+        llm_judge = None
+        if recipe.judge is not None:
+            from lire_ray.studies.judge import judge_columns
+
+            answers = {"base policy (no training)": [s[0] for s in
+                                                     base_res.generation(t).responses]}
+            answers.update({f"{r['label']} s{r['seed']}": r["first_responses"] for r in runs})
+            llm_judge = judge_columns(recipe, eval_rows, answers, namespace=ns + "-judge",
+                                      out=out)
     finally:
         disconnect(handle)
-    t = min(recipe.eval.temperatures)
     base_run = evaluate_json(base_res, t)
     metrics = {
         "study": study or {"kind": "compare"},
@@ -313,6 +328,8 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
                   "sampler_seed": recipe.sampler.seed},
         "arms": described, "seeds": seeds, "base": base_run, "best_of_n": bon,
         "runs": runs, "timeline": timeline.events, "wall_s": time.time() - t0}
+    if llm_judge is not None:
+        metrics["llm_judge"] = llm_judge
     metrics["base"]["flat"] = flat_of({**base_run, "negative_flip_rate":
                                        {j: 0.0 for j in judges}}, judges)
     return write_compare_report(out, metrics)

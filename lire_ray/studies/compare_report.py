@@ -232,6 +232,10 @@ def write_compare_report(out: Path, m: dict) -> Path:
              + [b["avg_win_rate"]] for b in bon["results"]])
          + f"\n\nPicked by `{bon['picker']}` among n samples at T={bon['temperature']:g}."),
     ]
+    if m.get("llm_judge"):
+        from lire_ray.judges.report import judge_section
+
+        sections.append(judge_section(m["llm_judge"]))
     made = _plots(out, m, agg)
     sections.append(("Run", f"Wall time {m['wall_s']:.0f} s. Pool: `pool/`; checkpoints: "
                             f"`checkpoints/<method>-s<seed>/`; every number above and every "
