@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lire_ray import algorithm, drift
+from lire_ray import algorithm, drift, output
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
@@ -43,6 +43,12 @@ def run(recipe: Recipe) -> Path:
     # Everything that can be checked without Ray is checked before anything is written.
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
     changes = drift.check_resume(rundir, recipe)
+    finished = finished_report(rundir, recipe)
+    if finished is not None:
+        # Nothing left to run: re-report without starting Ray, the engines or the trainer.
+        log.info("run %s has completed all %d Evolve steps; its report is %s", rundir.root,
+                 recipe.evolve.steps, finished)
+        return finished
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
@@ -65,7 +71,11 @@ def run(recipe: Recipe) -> Path:
     try:
         check_feasible(recipe.resources, roles_needed)
         rundir.create(recipe.to_yaml())
+        joblog = output.keep_in(rundir.root)
         drift.record_changes(rundir, recipe, changes)
+        if joblog is not None:
+            log.info("output of Ray, vLLM, DeepSpeed and the actors: %s (run.verbose=true or "
+                     "--debug shows it here)", joblog)
         log.info("run directory %s; Ray at %s; dashboard %s", rundir.root, handle.address,
                  handle.dashboard_url or "n/a")
         # One namespace per run directory: two runs on one cluster never share actor names.
@@ -95,6 +105,21 @@ def run(recipe: Recipe) -> Path:
         disconnect(handle)
     return write_run_report(recipe, rundir, before=before, after=after,
                             wall_s=time.time() - t0)
+
+
+def finished_report(rundir: RunDir, recipe: Recipe) -> Path | None:
+    """The report of a run directory whose every Evolve step, final evaluation and report are
+    complete on disk (so re-running it has nothing to do); None otherwise."""
+    report = rundir.root / "report.md"
+    if not (rundir.config_path.is_file() and report.is_file()
+            and (rundir.root / "summary.txt").is_file()):
+        return None
+    if rundir.load_state().completed != list(range(1, recipe.evolve.steps + 1)):
+        return None
+    if recipe.data.eval and not (rundir.root / f"eval_after_e{recipe.evolve.steps}.json"
+                                 ).is_file():
+        return None
+    return report
 
 
 def open_experiment(recipe: Recipe, rundir: RunDir) -> MetricSink | None:
