@@ -17,16 +17,18 @@ from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
 BUILTIN_SPLITS = {"builtin:reviews": "train", "builtin:reviews-heldout": "heldout"}
 
 
-def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
+def resolve_policy(recipe: Recipe, name: str | None = None, *, key: str = "model.policy"
+                   ) -> str:
     """A policy the recipe names: 'tiny' builds (once) the embedded default; a local path must
     exist and is returned absolute; anything else is a hub id passed on.
 
     Args:
         recipe: The recipe (``model.policy``, ``run.cache_dir``).
         name: Resolve this name instead of ``model.policy`` (e.g. ``model.reference``).
+        key: The recipe key the name comes from, named in errors.
 
     Raises:
-        ModelLoadError: A local path that does not exist.
+        ModelLoadError: A local path that does not exist (the message names ``key``).
     """
     policy = recipe.model.policy if name is None else name
     if policy == "tiny":
@@ -35,7 +37,7 @@ def resolve_policy(recipe: Recipe, name: str | None = None) -> str:
         return str(ensure_tiny_policy(recipe.run.cache_dir))
     local = Path(policy).expanduser()
     if (policy.startswith((".", "/", "~")) or policy.count("/") > 1) and not local.exists():
-        raise ModelLoadError(f"local model path '{policy}' does not exist")
+        raise ModelLoadError(f"{key}: local model path '{policy}' does not exist")
     # A local directory goes to the actors as an absolute path: they may run in another
     # working directory (a cluster joined with ray.address=auto or ray job submit).
     return str(local.resolve()) if local.is_dir() else policy
@@ -54,7 +56,9 @@ def absolute_reward_paths(rewards: Sequence[RewardModelConfig]) -> list[RewardMo
 
 def resolve_reference(recipe: Recipe) -> str:
     """The reference policy: ``model.reference``, default the initial policy."""
-    return resolve_policy(recipe, recipe.model.reference or recipe.model.policy)
+    if recipe.model.reference:
+        return resolve_policy(recipe, recipe.model.reference, key="model.reference")
+    return resolve_policy(recipe)
 
 
 def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:
