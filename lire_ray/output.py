@@ -124,8 +124,8 @@ class Diversion:
         for handler, stream in self._handlers:
             handler.setStream(stream)
             handler.filters = [f for f in handler.filters if not isinstance(f, _Project)]
-        for handler in self._added:
-            root.removeHandler(handler)
+        for added in self._added:
+            root.removeHandler(added)
         if self._file is not None:
             self._file.close()
         self.out.close()
