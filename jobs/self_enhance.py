@@ -18,8 +18,9 @@ it instead).
 
 from __future__ import annotations
 
-from lire_ray import output, self_enhance
+from lire_ray import output
 from lire_ray.cli import job_parser, parse_recipe, quiet_output, run_job
+from lire_ray.run_report import finished_run
 
 ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps",
            "loss": "loss.name", "policy": "model.policy"}
@@ -27,11 +28,16 @@ ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps"
 
 def main(args) -> int:
     recipe = parse_recipe(args, aliases=ALIASES)
-    with quiet_output():  # other libraries' lines go to run.dir/job.log
-        report = self_enhance.run(recipe)
-        output.echo(f"report: {report}")
-        output.echo((report.parent / "summary.txt").read_text(encoding="utf-8")
-                    if (report.parent / "summary.txt").is_file() else "")
+    # A finished run re-reports at once: the run's heavy modules are not even imported.
+    report = finished_run(recipe)
+    if report is None:
+        from lire_ray import self_enhance
+
+        with quiet_output():  # other libraries' lines go to run.dir/job.log
+            report = self_enhance.run(recipe)
+    output.echo(f"report: {report}")
+    output.echo((report.parent / "summary.txt").read_text(encoding="utf-8")
+                if (report.parent / "summary.txt").is_file() else "")
     return 0
 
 

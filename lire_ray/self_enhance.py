@@ -22,7 +22,7 @@ from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
 from lire_ray.losses import build_loss
 from lire_ray.models import check_tokenizers, load_tokenizer
-from lire_ray.run_report import write_run_report
+from lire_ray.run_report import finished_report, write_run_report
 from lire_ray.rundir import RunDir
 from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
@@ -44,10 +44,7 @@ def run(recipe: Recipe) -> Path:
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
     changes = drift.check_resume(rundir, recipe)
     finished = finished_report(rundir, recipe)
-    if finished is not None:
-        # Nothing left to run: re-report without starting Ray, the engines or the trainer.
-        log.info("run %s has completed all %d Evolve steps; its report is %s", rundir.root,
-                 recipe.evolve.steps, finished)
+    if finished is not None:  # nothing left to run: nothing is started
         return finished
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
@@ -105,21 +102,6 @@ def run(recipe: Recipe) -> Path:
         disconnect(handle)
     return write_run_report(recipe, rundir, before=before, after=after,
                             wall_s=time.time() - t0)
-
-
-def finished_report(rundir: RunDir, recipe: Recipe) -> Path | None:
-    """The report of a run directory whose every Evolve step, final evaluation and report are
-    complete on disk (so re-running it has nothing to do); None otherwise."""
-    report = rundir.root / "report.md"
-    if not (rundir.config_path.is_file() and report.is_file()
-            and (rundir.root / "summary.txt").is_file()):
-        return None
-    if rundir.load_state().completed != list(range(1, recipe.evolve.steps + 1)):
-        return None
-    if recipe.data.eval and not (rundir.root / f"eval_after_e{recipe.evolve.steps}.json"
-                                 ).is_file():
-        return None
-    return report
 
 
 def open_experiment(recipe: Recipe, rundir: RunDir) -> MetricSink | None:

@@ -6,6 +6,7 @@ import sys
 
 from lire_ray import self_enhance
 from lire_ray.config import load_recipe
+from lire_ray.run_report import finished_report, finished_run
 from lire_ray.rundir import COMPLETE_MARKER, RunDir
 
 
@@ -30,6 +31,7 @@ def _finished_run(tmp_path, steps: int = 2):
 def test_a_finished_run_returns_its_report_without_ray(tmp_path):
     recipe, rundir = _finished_run(tmp_path)
     before = (rundir.root / "report.md").stat().st_mtime_ns
+    assert finished_run(recipe) == rundir.root / "report.md"
     assert self_enhance.run(recipe) == rundir.root / "report.md"
     assert (rundir.root / "report.md").stat().st_mtime_ns == before, "report rewritten"
     ray = sys.modules.get("ray")
@@ -38,11 +40,11 @@ def test_a_finished_run_returns_its_report_without_ray(tmp_path):
 
 def test_what_is_not_finished(tmp_path):
     recipe, rundir = _finished_run(tmp_path)
-    assert self_enhance.finished_report(rundir, recipe) == rundir.root / "report.md"
+    assert finished_report(rundir, recipe) == rundir.root / "report.md"
     more = recipe.model_copy(update={"evolve": recipe.evolve.model_copy(update={"steps": 3})})
-    assert self_enhance.finished_report(rundir, more) is None, "a step is still to run"
+    assert finished_report(rundir, more) is None, "a step is still to run"
     (rundir.root / f"eval_after_e{recipe.evolve.steps}.json").unlink()
-    assert self_enhance.finished_report(rundir, recipe) is None, "the final evaluation is due"
+    assert finished_report(rundir, recipe) is None, "the final evaluation is due"
     (rundir.root / f"eval_after_e{recipe.evolve.steps}.json").write_text("{}")
     (rundir.root / "report.md").unlink()
-    assert self_enhance.finished_report(rundir, recipe) is None, "the report is due"
+    assert finished_report(rundir, recipe) is None, "the report is due"
