@@ -16,7 +16,9 @@ The points the code honours:
 
 - ``epoch_checkpoint:v<version>-epoch-<epoch>``: a trainer worker right after it handed an
   epoch's checkpoint to Ray Train (:meth:`lire_ray.training.worker.TrainingRun` epochs);
-- ``sample_rows``: a sampler actor that received a batch, before it samples it.
+- ``sample_rows``: a sampler actor that received a batch, before it samples it;
+- ``pool_part:<n>``: the pool builder right after it persisted a part, ``n`` parts being
+  persisted in that pool's parts directory (the pool cannot complete while it waits).
 
 With ``LIRE_FAULT_POINT`` unset, :func:`fault_point` is one environment lookup.
 """

@@ -90,7 +90,10 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
 
     # 1. Killed while D_1 is being sampled: some of its parts are persisted, the pool is not.
     parts = run / "pools" / ".e1.parts"
-    _run_until(args, tmp_path / "first.log", lambda: _trusted_parts(parts) >= 2)
+    first_fault = tmp_path / "first-fault.json"
+    _run_until(args, tmp_path / "first.log", lambda: reached(first_fault),
+               env=job_env(**fault_env("pool_part:2", first_fault)))
+    assert _trusted_parts(parts) >= 2
     assert not (run / "pools" / "e1").exists()
     built = {p.name for p in parts.glob("part-*.parquet")}
     norm = json.loads((run / "reward_norm.json").read_text())
