@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from lire_ray.collate import render_prompt
 from lire_ray.config import ModelConfig, SamplerConfig
 from lire_ray.errors import DataError
+from lire_ray.faults import fault_point
 from lire_ray.models import load_tokenizer
 from lire_ray.pool import PoolRow
 from lire_ray.sampling import PromptSamples, build_sampler, call_seed
@@ -119,6 +120,7 @@ class SamplerActor:
         Raises:
             DataError: A prompt cannot be rendered or encoded.
         """
+        fault_point("sample_rows")  # fault tests: the actor dies with this batch in flight
         texts = self.render(rows)
         if seed is None:
             seed = call_seed(self._cfg.seed, self.sampler.policy_version,

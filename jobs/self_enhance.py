@@ -10,13 +10,17 @@ It joins the Ray cluster it finds (``RAY_ADDRESS``, set by ``ray job submit``, o
 with ``ray start``) or starts a local one, and writes everything under ``run.dir``: the recipe
 snapshot, ``pools/e{k}/``, ``checkpoints/e{k}/``, ``metrics.jsonl`` and ``report.md``. A run
 directory that is not empty is refused unless ``resume=true`` is given, which continues after
-the last completed Evolve step.
+the last completed Evolve step (a run with nothing left to do prints its report again without
+starting anything). Only the project's own lines reach the terminal; the output of Ray, vLLM,
+DeepSpeed and the actors goes to ``run.dir/job.log`` (``--debug`` or ``run.verbose=true`` shows
+it instead).
 """
 
 from __future__ import annotations
 
-from lire_ray import self_enhance
-from lire_ray.cli import job_parser, parse_recipe, run_job
+from lire_ray import output
+from lire_ray.cli import job_parser, parse_recipe, quiet_output, run_job
+from lire_ray.run_report import finished_run
 
 ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps",
            "loss": "loss.name", "policy": "model.policy"}
@@ -24,10 +28,16 @@ ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps"
 
 def main(args) -> int:
     recipe = parse_recipe(args, aliases=ALIASES)
-    report = self_enhance.run(recipe)
-    print(f"report: {report}")
-    print((report.parent / "summary.txt").read_text(encoding="utf-8")
-          if (report.parent / "summary.txt").is_file() else "")
+    # A finished run re-reports at once: the run's heavy modules are not even imported.
+    report = finished_run(recipe)
+    if report is None:
+        from lire_ray import self_enhance
+
+        with quiet_output():  # other libraries' lines go to run.dir/job.log
+            report = self_enhance.run(recipe)
+    output.echo(f"report: {report}")
+    output.echo((report.parent / "summary.txt").read_text(encoding="utf-8")
+                if (report.parent / "summary.txt").is_file() else "")
     return 0
 
 

@@ -9,12 +9,14 @@ exit status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from lire_ray import output
 from lire_ray.config import DEFAULT_RECIPE, Recipe, load_recipe
 from lire_ray.errors import ConfigError, LireError
 
@@ -109,6 +111,15 @@ def quiet_third_party(quiet: bool) -> None:
     """Keep other libraries' loggers in this process at WARNING (``quiet``) or let them log."""
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+
+
+def quiet_output() -> contextlib.AbstractContextManager:
+    """A context in which every line but the project's own goes to the run's log file
+    (:class:`lire_ray.output.Diversion`), unless ``--debug`` or ``run.verbose`` asked to see
+    them."""
+    if os.environ.get(VERBOSE_ENV) == "1":
+        return contextlib.nullcontext()
+    return output.Diversion()
 
 
 def setup_logging(debug: bool) -> None:

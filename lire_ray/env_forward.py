@@ -13,10 +13,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 
+from lire_ray.faults import FAULT_ENV
+
 #: Variables forwarded whenever they are set in the driver (``ray.forward_env`` adds names).
 ALWAYS_FORWARDED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
                     "TRANSFORMERS_OFFLINE", "WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR",
-                    "MLFLOW_TRACKING_URI", "TOKENIZERS_PARALLELISM")
+                    "MLFLOW_TRACKING_URI", "TOKENIZERS_PARALLELISM", *FAULT_ENV)
 
 #: Set by ``ray job submit`` in the driver: the job's config, runtime environment included.
 JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"

@@ -28,7 +28,7 @@ def resolve_policy(recipe: Recipe, name: str | None = None, *, key: str = "model
     Args:
         recipe: The recipe (``model.policy``, ``model.dtype``, ``run.cache_dir``).
         name: Resolve this name instead of ``model.policy`` (e.g. ``model.reference``).
-        key: The recipe key that named it, for messages.
+        key: The recipe key the name comes from, named in errors.
 
     Raises:
         ModelLoadError: A local path that does not exist, or a GGUF file that cannot be
@@ -64,9 +64,9 @@ def absolute_reward_paths(rewards: Sequence[RewardModelConfig]) -> list[RewardMo
 
 def resolve_reference(recipe: Recipe) -> str:
     """The reference policy: ``model.reference``, default the initial policy."""
-    if recipe.model.reference is None:
-        return resolve_policy(recipe)
-    return resolve_policy(recipe, recipe.model.reference, key="model.reference")
+    if recipe.model.reference:
+        return resolve_policy(recipe, recipe.model.reference, key="model.reference")
+    return resolve_policy(recipe)
 
 
 def load_prompt_rows(spec: str, limit: int | None = None) -> list[PoolRow]:

@@ -12,6 +12,7 @@ per Evolve step, with LIRE's gradient health (how often Q was one-hot, eq. 7's w
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from lire_ray.report import markdown_table, write_report
 from lire_ray.rundir import RunDir
 
 EXAMPLES = 4
+
+log = logging.getLogger(__name__)
 
 
 def _kl(d: dict) -> str:
@@ -170,3 +173,36 @@ def write_run_report(recipe: Recipe, rundir: RunDir, *, before: dict | None,
                             "`metrics.jsonl`; held-out samples and scores: `eval_*.json`."))
     return write_report(rundir.root, title="lire-ray self-enhancement report", sections=sections,
                         metrics=metrics, plots=made)
+
+
+def finished_report(rundir: RunDir, recipe: Recipe) -> Path | None:
+    """The report of a run directory whose every Evolve step, final evaluation and report are
+    complete on disk (so re-running it has nothing to do, and Ray, the engines and the trainer
+    are not started); None otherwise."""
+    report = rundir.root / "report.md"
+    if not (rundir.config_path.is_file() and report.is_file()
+            and (rundir.root / "summary.txt").is_file()):
+        return None
+    if rundir.load_state().completed != list(range(1, recipe.evolve.steps + 1)):
+        return None
+    if recipe.data.eval and not (rundir.root / f"eval_after_e{recipe.evolve.steps}.json"
+                                 ).is_file():
+        return None
+    log.info("run %s has completed all %d Evolve steps; its report is %s", rundir.root,
+             recipe.evolve.steps, report)
+    return report
+
+
+def finished_run(recipe: Recipe) -> Path | None:
+    """:func:`finished_report` of the recipe's run directory, after the same checks a resumed
+    run makes (a recipe it cannot continue with is refused); cheap: no model, engine or Ray
+    is loaded, so a finished run re-reports in a moment.
+
+    Raises:
+        RunDirError: As for :func:`lire_ray.self_enhance.run`.
+    """
+    from lire_ray import drift
+
+    rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
+    drift.check_resume(rundir, recipe)
+    return finished_report(rundir, recipe)

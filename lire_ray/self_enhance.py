@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lire_ray import algorithm, drift
+from lire_ray import algorithm, drift, output
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
@@ -22,7 +22,7 @@ from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
 from lire_ray.losses import build_loss
 from lire_ray.models import check_tokenizers, load_tokenizer
-from lire_ray.run_report import write_run_report
+from lire_ray.run_report import finished_report, write_run_report
 from lire_ray.rundir import RunDir
 from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
@@ -43,6 +43,9 @@ def run(recipe: Recipe) -> Path:
     # Everything that can be checked without Ray is checked before anything is written.
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
     changes = drift.check_resume(rundir, recipe)
+    finished = finished_report(rundir, recipe)
+    if finished is not None:  # nothing left to run: nothing is started
+        return finished
     loss = build_loss(recipe.loss.name, recipe.loss.params)
     if recipe.train_reward_name is None:
         raise ConfigError("the recipe has no reward models (rewards: [...])")
@@ -69,7 +72,11 @@ def run(recipe: Recipe) -> Path:
     try:
         check_feasible(recipe.resources, roles_needed)
         rundir.create(recipe.to_yaml())
+        joblog = output.keep_in(rundir.root)
         drift.record_changes(rundir, recipe, changes)
+        if joblog is not None:
+            log.info("output of Ray, vLLM, DeepSpeed and the actors: %s (run.verbose=true or "
+                     "--debug shows it here)", joblog)
         log.info("run directory %s; Ray at %s; dashboard %s", rundir.root, handle.address,
                  handle.dashboard_url or "n/a")
         # One namespace per run directory: two runs on one cluster never share actor names.

@@ -5,6 +5,9 @@
   every prompt exactly once.
 * A trainer worker killed after the first epoch's checkpoint makes Ray Train restore from that
   checkpoint (``FailureConfig``), and the run completes with a complete checkpoint.
+
+Each kill happens at a fault point the code under test honours (:mod:`lire_ray.faults`), not
+at a moment a polling thread catches.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
+from pathlib import Path
 
 import pytest
+from _faults import fault_env, reached, registered_checkpoint, wait_for
 
 from lire_ray.config import load_recipe
 from lire_ray.pool import read_pool, read_pool_dataset, table_to_rows, write_pool
@@ -46,7 +50,7 @@ def _recipe(tmp_path, *extra):
 
 
 def test_vllm_sampler_killed_with_a_batch_in_flight_is_restarted_and_nothing_is_lost(
-        cluster, policy, tmp_path):
+        cluster, policy, tmp_path, monkeypatch):
     """The vLLM sampler actor is killed while it samples a batch (the stage marked the batch
     started and not done): Ray restarts the actor, which serves the latest weights again, the
     interrupted batch is retried to completion, and the pool holds every prompt exactly once."""
@@ -58,30 +62,19 @@ def test_vllm_sampler_killed_with_a_batch_in_flight_is_restarted_and_nothing_is_
 
     recipe = _recipe(tmp_path, "sampler.backend=vllm", "sampler.gpu_memory_utilization=0.2")
     rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
+    fault = tmp_path / "fault.json"
+    # The sampler kills itself in the first batch it is given, once (its restart carries on).
+    for key, value in fault_env("sample_rows", fault, action="kill").items():
+        monkeypatch.setenv(key, value)
     with RoleGroup(recipe, namespace="faults", policy=policy, rewards=True,
                    state_dir=tmp_path / "state") as roles:
         roles.serve(PolicyInit(policy), 1)  # the samplers now serve "version 1"
         parts = tmp_path / "parts"
         builder = PoolBuilder(recipe, roles)
         first_pid = ray.get(roles.samplers[0].ping.remote())["pid"]
-        interrupted: list[str] = []
-
-        def kill_during_a_batch():
-            deadline = time.time() + 600
-            while time.time() < deadline:
-                started = in_flight(parts / TIMING_DIR, "sampler") \
-                    if (parts / TIMING_DIR).is_dir() else []
-                if started:
-                    os.kill(first_pid, signal.SIGKILL)
-                    interrupted.extend(started)
-                    return
-                time.sleep(0.01)
-
-        killer = threading.Thread(target=kill_during_a_batch, daemon=True)
-        killer.start()
         builder.run(rows, parts_dir=parts, evolve_step=2)
-        killer.join(timeout=5)
-        assert interrupted, "no batch was in flight when the sampler was to be killed"
+        assert reached(fault) == {"pid": first_pid, "point": "sample_rows"}, \
+            "the sampler was not killed with a batch in flight"
         info = ray.get(roles.samplers[0].ping.remote())
         assert info["pid"] != first_pid, "the sampler was not restarted"
         assert info["policy_version"] == 1, "a restarted sampler must serve the latest weights"
@@ -92,9 +85,17 @@ def test_vllm_sampler_killed_with_a_batch_in_flight_is_restarted_and_nothing_is_
         assert all(set(v for v in r.policy_version if v >= 0) == {1} for r in pool)
 
 
-def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path):
-    import psutil
+def _kill_after_registration(fault, storage: Path, killed: list) -> None:
+    """Wait for the worker stopped at the fault point and for Ray Train to register the
+    checkpoint it reported, then kill that worker."""
+    record = wait_for(lambda: reached(fault), "the fault point")
+    wait_for(lambda: registered_checkpoint(storage) == record["point"].split(":")[1],
+             "the checkpoint's registration")
+    os.kill(record["pid"], signal.SIGKILL)
+    killed.append(record["pid"])
 
+
+def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path, monkeypatch):
     from lire_ray.runtime.trainer import TrainerGroup
     from lire_ray.training.result import PolicyInit
 
@@ -103,27 +104,18 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
     recipe = _recipe(tmp_path, "resources.trainer.max_failures=2", "train.epochs=3",
                      "train.micro_batch_prompts=4")
     storage = tmp_path / "ray_train"
-    killed = []
-
-    def kill_after_first_checkpoint():
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            if list(storage.glob("*/v1-epoch-*")):
-                # Ray titles worker processes "ray::<Class>...": find a live trainer worker.
-                for proc in psutil.process_iter(["cmdline"]):
-                    if " ".join(proc.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    fault = tmp_path / "fault.json"
+    for key, value in fault_env("epoch_checkpoint:v1-epoch-0001", fault).items():
+        monkeypatch.setenv(key, value)
+    killed: list[int] = []
+    thread = threading.Thread(target=_kill_after_registration,
+                              args=(fault, storage / "policy", killed), daemon=True)
     thread.start()
     result = TrainerGroup(recipe, storage_path=str(storage), name="policy").fit(
         read_pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
         output_dir=str(tmp_path / "ckpt"), policy_version=1)
     thread.join(timeout=5)
-    assert killed, "no trainer worker was killed (the run ended before its first checkpoint)"
+    assert killed, "no trainer worker was killed after its first epoch's checkpoint"
     assert result.checkpoint_dir is not None
     assert (tmp_path / "ckpt" / COMPLETE_MARKER).is_file()
     assert result.epochs_done == 3
@@ -150,14 +142,13 @@ def _score_tiny_pool(policy: str, tmp_path):
 
 
 def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(cluster, policy,
-                                                                              tmp_path):
+                                                                              tmp_path,
+                                                                              monkeypatch):
     """Algorithm 1 with the resident trainer group: a trainer worker is killed right after the
     first epoch of Evolve step 2; Ray Train restarts the group from that epoch's checkpoint,
     the run completes, every pool holds each prompt once and every epoch of every step trained
     on each prompt once."""
     import json
-
-    import psutil
 
     from lire_ray import algorithm
     from lire_ray.inputs import load_prompt_rows
@@ -171,20 +162,12 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     rundir = RunDir(tmp_path / "run", resume=False)
     rundir.create(recipe.to_yaml())
     storage = rundir.root / "ray_train"
-    killed = []
-
-    def kill_mid_step_two():
-        deadline = time.time() + 900
-        while time.time() < deadline and not killed:
-            if list(storage.glob("*/v2-epoch-0001")):
-                for proc in psutil.process_iter(["cmdline"]):
-                    if " ".join(proc.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=kill_mid_step_two, daemon=True)
+    fault = tmp_path / "fault.json"
+    for key, value in fault_env("epoch_checkpoint:v2-epoch-0001", fault).items():
+        monkeypatch.setenv(key, value)
+    killed: list[int] = []
+    thread = threading.Thread(target=_kill_after_registration,
+                              args=(fault, storage / "policy", killed), daemon=True)
     thread.start()
     with RoleGroup(recipe, namespace="faults-resident", policy=policy, rewards=True,
                    state_dir=rundir.root) as roles:

@@ -9,7 +9,7 @@ import pytest
 
 from lire_ray.config import RewardModelConfig, load_recipe
 from lire_ray.errors import ConfigError, ModelLoadError
-from lire_ray.inputs import absolute_reward_paths, resolve_policy
+from lire_ray.inputs import absolute_reward_paths, resolve_policy, resolve_reference
 from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.result import INFO_FILE, policy_in
 
@@ -23,6 +23,16 @@ def test_a_relative_local_policy_becomes_absolute(tmp_path, monkeypatch):
     assert resolve_policy(recipe, "org/name") == "org/name"
     with pytest.raises(ModelLoadError, match="does not exist"):
         resolve_policy(recipe, "./models/missing")
+
+
+def test_a_missing_model_path_names_its_recipe_key():
+    recipe = load_recipe(None, ["model.policy=/nonexistent/model"])
+    with pytest.raises(ModelLoadError, match=r"^model\.policy: local model path "
+                       "'/nonexistent/model' does not exist"):
+        resolve_policy(recipe)
+    recipe = load_recipe(None, ["model.reference=/nonexistent/ref"])
+    with pytest.raises(ModelLoadError, match=r"^model\.reference: .*'/nonexistent/ref'"):
+        resolve_reference(recipe)
 
 
 def test_a_relative_checkpoint_becomes_absolute(tmp_path, monkeypatch):

@@ -36,18 +36,33 @@ def test_persisted_ids_reads_every_part_once(tmp_path):
     assert persisted_ids(tmp_path / "missing") == set()
 
 
-def test_waits_for_the_current_pool_then_runs_to_completion(tmp_path):
+def test_waits_for_the_current_pool_then_runs_to_completion(tmp_path, monkeypatch):
+    import threading
+
+    from lire_ray import pool_sources
+
     current = tmp_path / "current"
     calls = []
+    # The background thread reports each look at D_e's parts; the test goes on once it has
+    # seen 'a' without 'b' (not after some sleep a loaded machine may not honour).
+    saw_incomplete = threading.Event()
+
+    def watched(parts_dir, cache=None):
+        ids = persisted_ids(parts_dir, cache)
+        if ids == {"a"}:
+            saw_incomplete.set()
+        return ids
+
+    monkeypatch.setattr(pool_sources, "persisted_ids", watched)
 
     def build(stop):
         calls.append(time.time())
         write_part(tmp_path / "ahead", _table("a", "b"))
 
+    write_part(current, _table("a"))
     ahead = _Ahead(build, tmp_path / "ahead", step=2, wait_for=current, expected=["a", "b"],
                    poll_s=0.02)
-    write_part(current, _table("a"))
-    time.sleep(0.2)
+    assert saw_incomplete.wait(timeout=60), "the background thread never looked at the parts"
     assert calls == [], "started before 'b' was sampled"
     released = time.time()
     write_part(current, _table("b"))

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _faults import fault_env, reached, registered_checkpoint
 from _selfenhance import ROOT, check_pools, job_env
 
 from lire_ray.demo.reviews import afinn_reward, vader_reward
@@ -29,16 +30,15 @@ from lire_ray.pool import read_pool, table_to_rows
 pytestmark = pytest.mark.integration
 
 PROMPTS = 24
-#: Prompts per optimizer step: six steps per epoch leave a wide window between Ray Train
-#: registering one epoch's checkpoint and the next, for the kill to land in.
+#: Prompts per optimizer step (six optimizer steps per epoch).
 MICRO = 4
 
 
-def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
+def _run_until(args, log: Path, predicate, timeout: float = 900, env=None) -> None:
     """Start the job and kill -9 its whole process group (driver and local Ray cluster) as
     soon as ``predicate()`` holds."""
     with log.open("w") as fh:
-        proc = subprocess.Popen(args, env=job_env(), stdout=fh, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, env=env or job_env(), stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             deadline = time.time() + timeout
@@ -53,16 +53,6 @@ def _run_until(args, log: Path, predicate, timeout: float = 900) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     time.sleep(2)  # let the killed cluster's processes go
-
-
-def _registered_checkpoint(storage: Path) -> str | None:
-    """The epoch checkpoint Ray Train would restore from: the latest one its snapshot names (a
-    checkpoint directory exists before it is registered, and a kill in between loses it)."""
-    try:
-        snapshot = json.loads((storage / "checkpoint_manager_snapshot.json").read_text())
-        return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _trusted_parts(parts: Path) -> int:
@@ -100,7 +90,10 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
 
     # 1. Killed while D_1 is being sampled: some of its parts are persisted, the pool is not.
     parts = run / "pools" / ".e1.parts"
-    _run_until(args, tmp_path / "first.log", lambda: _trusted_parts(parts) >= 2)
+    first_fault = tmp_path / "first-fault.json"
+    _run_until(args, tmp_path / "first.log", lambda: reached(first_fault),
+               env=job_env(**fault_env("pool_part:2", first_fault)))
+    assert _trusted_parts(parts) >= 2
     assert not (run / "pools" / "e1").exists()
     built = {p.name for p in parts.glob("part-*.parquet")}
     norm = json.loads((run / "reward_norm.json").read_text())
@@ -109,10 +102,14 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     assert refused.returncode == 2 and "resume=true" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    # 2. Resumed, then killed during Evolve step 2's second epoch.
+    # 2. Resumed, then killed during Evolve step 2's second epoch: the trainer worker stops at
+    # the fault point right after reporting the first epoch's checkpoint, and the job is
+    # killed once Ray Train has registered it (the worker cannot train on meanwhile).
     storage = run / "ray_train" / "policy"
+    fault = tmp_path / "fault.json"
     _run_until(args + ["resume=true"], tmp_path / "second.log",
-               lambda: _registered_checkpoint(storage) == "v2-epoch-0001")
+               lambda: reached(fault) and registered_checkpoint(storage) == "v2-epoch-0001",
+               env=job_env(**fault_env("epoch_checkpoint:v2-epoch-0001", fault)))
     second = (tmp_path / "second.log").read_text()
     assert "already built" in second, "the resumed run sampled D_1's finished prompts again"
     assert json.loads((run / "state.json").read_text())["completed"] == [1]
@@ -124,7 +121,8 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     done = subprocess.run(args + ["resume=true"], env=job_env(), capture_output=True, text=True,
                           timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "resumed after epoch 1" in done.stdout + done.stderr
+    # The trainer worker's lines are in the run's log of the actors' output.
+    assert "resumed after epoch 1" in (run / "job.log").read_text()
     assert json.loads((run / "state.json").read_text())["completed"] == [1, 2]
     assert (run / "pools" / "e1" / "manifest.json").read_bytes() == first_pool, \
         "a completed pool must not be redone"

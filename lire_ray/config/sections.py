@@ -73,8 +73,9 @@ class SamplerConfig(_Strict):
     sleep_level: Literal[0, 1, 2] = Field(0, description="vLLM on a CUDA/ROCm GPU with "
                                           "colocate placement: sleep while the trainer runs "
                                           "(1: weights offloaded to host memory, 2: weights "
-                                          "dropped and reloaded from the new checkpoint); "
-                                          "0: never sleep.")
+                                          "dropped; either way the new policy is loaded into "
+                                          "woken weights, from the resident trainer's memory "
+                                          "or from its checkpoint); 0: never sleep.")
     rso: RSOConfig = Field(default_factory=RSOConfig)
 
     @model_validator(mode="after")

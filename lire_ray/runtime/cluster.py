@@ -21,6 +21,7 @@ from typing import Any
 from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
 from lire_ray.env_forward import ALWAYS_FORWARDED, forwarded_env, submitted_job_env
 from lire_ray.errors import ActorFailure, ConfigError
+from lire_ray.faults import fault_env
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ def actor_options(res: ActorResources, *, name: str, namespace: str) -> dict:
             "lifetime": None}
     if res.resources:
         opts["resources"] = dict(res.resources)
+    if fault_env():  # fault tests on a cluster started before they set the point
+        opts["runtime_env"] = {"env_vars": fault_env()}
     return opts
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
+from lire_ray.faults import fault_env, fault_point
 from lire_ray.pool import HUMAN, rows_to_table, table_to_rows
 from lire_ray.pool.parts import part_name, write_part
 from lire_ray.runtime.cluster import call_role
@@ -130,4 +132,6 @@ class PartStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         write_part(self.parts_dir, batch)
+        if fault_env():  # fault tests: stop once the n-th part is persisted
+            fault_point("pool_part", str(len(list(Path(self.parts_dir).glob("*.sha256")))))
         return batch

