@@ -86,10 +86,11 @@ class EvalResult:
         return self.generations[temperature]
 
     def to_json(self) -> dict:
-        """Records, the held-out prompts' rendered texts, and per-prompt responses and scores,
-        JSON-ready."""
+        """Records, the held-out prompts' rendered texts, and per-prompt responses (text and
+        token ids) and scores, JSON-ready."""
         return {"records": self.records, "held_out_prompts": self.prompts, "generations": {
-            str(t): {"responses": g.responses, "scores": g.scores}
+            str(t): {"responses": g.responses, "scores": g.scores,
+                     "token_ids": [[list(ids) for ids in per] for per in g.token_ids]}
             for t, g in self.generations.items()}}
 
 
