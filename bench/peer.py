@@ -144,6 +144,9 @@ def run_command(cmd: list[str], *, log: Path, timeout_s: float) -> dict:
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # A cluster of the command's own, started and stopped inside the timed and measured tree,
+    # never one found running on the machine.
+    env.setdefault("RAY_ADDRESS", "local")
     started = time.perf_counter()
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)

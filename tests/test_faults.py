@@ -89,10 +89,13 @@ def _kill_after_registration(fault, storage: Path, killed: list) -> None:
     """Wait for the worker stopped at the fault point and for Ray Train to register the
     checkpoint it reported, then kill that worker."""
     record = wait_for(lambda: reached(fault), "the fault point")
-    wait_for(lambda: registered_checkpoint(storage) == record["point"].split(":")[1],
-             "the checkpoint's registration")
-    os.kill(record["pid"], signal.SIGKILL)
-    killed.append(record["pid"])
+    try:
+        wait_for(lambda: registered_checkpoint(storage) == record["point"].split(":")[1],
+                 "the checkpoint's registration", timeout=300)
+        killed.append(record["pid"])
+    finally:
+        # Killed in any case: a worker left waiting at the fault point would hang the run.
+        os.kill(record["pid"], signal.SIGKILL)
 
 
 def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_path, monkeypatch):
@@ -108,8 +111,9 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
     for key, value in fault_env("epoch_checkpoint:v1-epoch-0001", fault).items():
         monkeypatch.setenv(key, value)
     killed: list[int] = []
+    # A TrainerGroup names its Ray Train run after the policy version it trains.
     thread = threading.Thread(target=_kill_after_registration,
-                              args=(fault, storage / "policy", killed), daemon=True)
+                              args=(fault, storage / "policy-v1", killed), daemon=True)
     thread.start()
     result = TrainerGroup(recipe, storage_path=str(storage), name="policy").fit(
         read_pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
