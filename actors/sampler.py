@@ -36,8 +36,8 @@ def _wait_complete(checkpoint: str, timeout_s: float = 900.0) -> None:
     """
     import time
 
+    from lire_ray.atomic import COMPLETE_MARKER
     from lire_ray.errors import ModelLoadError
-    from lire_ray.rundir import COMPLETE_MARKER
 
     deadline = time.time() + timeout_s
     while not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):

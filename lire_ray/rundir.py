@@ -39,10 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lire_ray.atomic import atomic_write_text
+from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text
 from lire_ray.errors import RunDirError
-
-COMPLETE_MARKER = "COMPLETE"
 
 #: Top-level entries a self-enhancement run writes (``fnmatch`` patterns), and the
 #: sub-directories of ``pools/``, ``checkpoints/`` and ``ray_train/`` it owns.

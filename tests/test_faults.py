@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from _faults import fault_env, reached, registered_checkpoint, wait_for
 
+from lire_ray.atomic import COMPLETE_MARKER
 from lire_ray.config import load_recipe
 from lire_ray.pool import read_pool, read_pool_dataset, table_to_rows, write_pool
-from lire_ray.rundir import COMPLETE_MARKER
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.integration

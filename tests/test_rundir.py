@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from lire_ray.atomic import atomic_write_text
+from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text
 from lire_ray.errors import RunDirError
 from lire_ray.pool import PoolRow, write_pool
-from lire_ray.rundir import COMPLETE_MARKER, RunDir, confine
+from lire_ray.rundir import RunDir, confine
 
 
 def _complete_stage(rd: RunDir, step: int) -> None:

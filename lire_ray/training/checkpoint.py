@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lire_ray.atomic import atomic_write_text, replace_dir
+from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text, replace_dir
 from lire_ray.errors import RunDirError
-from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.data import ShardCache
 
 DS_TAG = "deepspeed"
