@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.rundir import check_fresh_training, confine_output
+from lire_ray.loop.rundir import check_fresh_training, confine_output
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
@@ -44,7 +44,7 @@ def main(args) -> int:
 
     from lire_ray.atomic import atomic_write_text
     from lire_ray.inputs import load_training_pool, resolve_policy
-    from lire_ray.models import check_tokenizers
+    from lire_ray.model.models import check_tokenizers
     from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 

@@ -150,9 +150,9 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     on each prompt once."""
     import json
 
-    from lire_ray import algorithm
     from lire_ray.inputs import load_prompt_rows
-    from lire_ray.rundir import RunDir
+    from lire_ray.loop import algorithm
+    from lire_ray.loop.rundir import RunDir
     from lire_ray.runtime import RoleGroup, make_trainer
 
     recipe = _recipe(tmp_path, "data.max_prompts=16", "evolve.steps=2", "train.epochs=3",

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORCHESTRATION = ("lire_ray.algorithm", "lire_ray.pool_sources", "lire_ray.evaluator",
-                 "lire_ray.self_enhance", "lire_ray.studies")
+ORCHESTRATION = ("lire_ray.loop", "lire_ray.studies")
 RANK = {"core": 0, "actors": 1, "runtime": 2, "orchestration": 3, "jobs": 4}
 
 
@@ -64,7 +63,7 @@ def test_the_layers_are_what_this_test_assumes():
     assert layer("lire_ray.losses.lire") == "core"
     assert layer("lire_ray.runtime.roles") == "runtime"
     assert layer("lire_ray.studies.grid") == "orchestration"
-    assert {"lire_ray.algorithm", "lire_ray.runtime.roles", "actors.sampler",
+    assert {"lire_ray.loop.algorithm", "lire_ray.runtime.roles", "actors.sampler",
             "jobs.self_enhance"} <= set(MODULES)
 
 

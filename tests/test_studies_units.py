@@ -15,10 +15,10 @@ from _dist import naive_logps
 from _studies import ROOT, label_recipe, write_hh_pairs
 
 from lire_ray.adapters.prepare import prepare_pool
-from lire_ray.collate import tokenize_group
 from lire_ray.config import Recipe, load_recipe
 from lire_ray.errors import ConfigError, DataError
 from lire_ray.losses import build_loss
+from lire_ray.model.collate import tokenize_group
 from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.studies import candidates as cands
 from lire_ray.studies.compare import loss_arms
@@ -32,7 +32,7 @@ RECIPE = ROOT / "configs" / "tiny-compare.yaml"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.models import load_causal_lm, load_tokenizer
+    from lire_ray.model.models import load_causal_lm, load_tokenizer
 
     path = build_tiny_policy(tmp_path_factory.mktemp("m") / "policy", seed=0)
     return load_causal_lm(path, dtype="float32").eval(), load_tokenizer(path)

@@ -19,10 +19,10 @@ import torch
 from _dist import naive_lire, naive_logps, one_rank_group
 
 from lire_ray.atomic import COMPLETE_MARKER
-from lire_ray.collate import tokenize_group
 from lire_ray.config import load_recipe
 from lire_ray.demo.tiny_models import build_tiny_policy
-from lire_ray.models import load_causal_lm, load_tokenizer
+from lire_ray.model.collate import tokenize_group
+from lire_ray.model.models import load_causal_lm, load_tokenizer
 from lire_ray.pool import PoolRow, read_pool_dataset, write_pool
 from lire_ray.training.result import PolicyInit
 

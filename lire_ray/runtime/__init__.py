@@ -15,7 +15,7 @@
 Layers, each importing only those below it: the core (everything else in ``lire_ray/`` below
 the orchestration: config, losses, log-probs, pools, adapters, collate, sampling, rewards,
 training, metrics) -> ``actors/`` -> this runtime layer -> Algorithm 1
-(:mod:`lire_ray.algorithm`), the evaluator and the studies -> ``jobs/``.
+(:mod:`lire_ray.loop.algorithm`), the evaluator and the studies -> ``jobs/``.
 """
 
 from lire_ray.runtime.cluster import (

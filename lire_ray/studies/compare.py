@@ -12,7 +12,7 @@ or one per swept value) and seeds. In three phases:
 2. **Train**: for each (arm, seed), a :class:`~lire_ray.runtime.TrainerGroup` trains the base
    policy on that pool (``train.seed = seed``, the arm's loss, parameters and budget).
 3. **Evaluate**: samplers serve the base policy and then each trained policy, and the
-   :class:`~lire_ray.evaluator.Evaluator` evaluates each on the held-out prompts under every
+   :class:`~lire_ray.loop.evaluator.Evaluator` evaluates each on the held-out prompts under every
    judge (rewards, win rates against the human answer, KL, distinct-n).
 
 With ``--candidates pool`` the samplers are started in phase 3 only; ``timeline`` in
@@ -34,14 +34,14 @@ from typing import Any
 
 from lire_ray.config import LossConfig, Recipe
 from lire_ray.errors import ActorFailure, ConfigError
-from lire_ray.evaluator import EvalResult, Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference, source_metadata
+from lire_ray.loop.evaluator import EvalResult, Evaluator
+from lire_ray.loop.rundir import prepare_output
 from lire_ray.losses import build_loss
 from lire_ray.metrics import grad_health
 from lire_ray.metrics.summary import first_samples, flatten_run, flip_rates
 from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.rewards import NORM_METADATA_KEY
-from lire_ray.rundir import prepare_output
 from lire_ray.runtime import (
     PoolBuilder,
     RoleGroup,
@@ -237,7 +237,7 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError: From the actors and the trainer.
     """
-    from lire_ray.models import load_tokenizer
+    from lire_ray.model.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
 
     t0 = time.time()

@@ -19,14 +19,14 @@ import logging
 import time
 from pathlib import Path
 
-from lire_ray import plots
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.evaluator import KL_TEMPERATURE, EvalResult, Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.loop.evaluator import KL_TEMPERATURE, EvalResult, Evaluator
+from lire_ray.loop.rundir import prepare_output
 from lire_ray.metrics.summary import KL_NOTE, WIN_RATE_NOTE, first_samples, flip_rates
-from lire_ray.report import markdown_table, write_report
-from lire_ray.rundir import prepare_output
+from lire_ray.reporting import plots
+from lire_ray.reporting.report import markdown_table, write_report
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.training.result import policy_in
 
@@ -81,7 +81,7 @@ def run_evaluation(recipe: Recipe, *, policy: str | None, out_dir: str | Path | 
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError, DataError: From the actors.
     """
-    from lire_ray.models import load_tokenizer
+    from lire_ray.model.models import load_tokenizer
 
     t0 = time.time()
     check_eval_recipe(recipe)

@@ -1,7 +1,7 @@
 """The Evolve x Iterate grid of LIRE self-enhancement over seeds (paper Table 6, Fig. 6).
 
 For each seed and each Iterate count I (epochs per Evolve step), one chain of Algorithm 1
-(:func:`lire_ray.algorithm.self_enhance`, through :func:`run_chain`) runs ``max(evolve)`` Evolve
+(:func:`lire_ray.loop.algorithm.self_enhance`, through :func:`run_chain`) runs ``max(evolve)`` Evolve
 steps from the base policy with the LIRE loss and ``train.seed = seed``; after every step e in
 ``evolve`` the served policy is evaluated on the held-out prompts at the first evaluation
 temperature. Cell (E = e, I) is the held-out mean training reward after e Evolve steps of I
@@ -20,11 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lire_ray import algorithm, plots
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.loop import algorithm
+from lire_ray.loop.evaluator import Evaluator
+from lire_ray.loop.rundir import RunDir, prepare_output
 from lire_ray.losses import build_loss
 from lire_ray.metrics.summary import (
     CI_NOTE,
@@ -34,8 +35,8 @@ from lire_ray.metrics.summary import (
     format_ci,
 )
 from lire_ray.pool import PoolRow
-from lire_ray.report import markdown_table, write_report
-from lire_ray.rundir import RunDir, prepare_output
+from lire_ray.reporting import plots
+from lire_ray.reporting.report import markdown_table, write_report
 from lire_ray.runtime import RoleGroup, connect, disconnect, make_trainer, namespace_for
 from lire_ray.studies.compare import chain_seed, check_seeds, loss_recipe
 from lire_ray.studies.evaluate import check_eval_recipe, judges_of
@@ -81,7 +82,7 @@ def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: P
         root: The chain's run directory (pools, checkpoints, metrics).
         base: The base policy.
         norm: The frozen reward normalisation.
-        on_step: Called after every Evolve step (see :data:`lire_ray.algorithm.OnStep`).
+        on_step: Called after every Evolve step (see :data:`lire_ray.loop.algorithm.OnStep`).
 
     Returns:
         The final policy (served on the samplers).
@@ -114,7 +115,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     Raises:
         ConfigError: Empty or non-positive E or I lists, no seeds, or an unusable recipe.
     """
-    from lire_ray.models import load_tokenizer
+    from lire_ray.model.models import load_tokenizer
 
     t0 = time.time()
     check_eval_recipe(recipe)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from lire_ray.config import Recipe, apply_override, format_validation_error, parse_override
 from lire_ray.errors import ConfigError
-from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.loop.evaluator import Evaluator
+from lire_ray.loop.rundir import prepare_output
 from lire_ray.metrics import grad_health
-from lire_ray.rundir import prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.studies import candidates as cands
 from lire_ray.studies.compare import (
@@ -145,7 +145,7 @@ def run_sweep(recipe: Recipe, *, key: str, values: Sequence, seeds: Sequence[int
 def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: Path,
                 overwrite: bool, study: dict) -> Path:
     """Algorithm 1 per (value, seed) from the base policy; the final policies evaluated."""
-    from lire_ray.models import load_tokenizer
+    from lire_ray.model.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
     from lire_ray.studies.grid import check_chain_recipe
 

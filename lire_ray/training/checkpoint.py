@@ -276,7 +276,7 @@ def _save_merged(init_model: str, adapter_dir: Path, out: Path) -> None:
     engine's own module stays untouched)."""
     from peft import PeftModel
 
-    from lire_ray.models import load_causal_lm
+    from lire_ray.model.models import load_causal_lm
 
     base = load_causal_lm(init_model, dtype="auto")
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

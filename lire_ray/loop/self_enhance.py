@@ -2,8 +2,8 @@
 
 :func:`run` reads top to bottom: check everything that can be checked without Ray, connect,
 start the role actors and the trainer group, fix the reward normalisation, evaluate the starting
-policy on held-out prompts, run the Evolve steps not yet complete (:func:`lire_ray.algorithm.
-self_enhance`), evaluate the final policy, and write the report (:mod:`lire_ray.run_report`).
+policy on held-out prompts, run the Evolve steps not yet complete (:func:`lire_ray.loop.algorithm.
+self_enhance`), evaluate the final policy, and write the report (:mod:`lire_ray.loop.run_report`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lire_ray import algorithm, drift, output
+from lire_ray import output
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.loop import algorithm, drift
+from lire_ray.loop.evaluator import Evaluator
+from lire_ray.loop.run_report import finished_report, write_run_report
+from lire_ray.loop.rundir import RunDir
 from lire_ray.losses import build_loss
-from lire_ray.models import check_tokenizers, load_tokenizer
-from lire_ray.run_report import finished_report, write_run_report
-from lire_ray.rundir import RunDir
+from lire_ray.model.models import check_tokenizers, load_tokenizer
 from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
 from lire_ray.training.loggers import MetricSink

@@ -10,10 +10,10 @@
 
 :func:`self_enhance` is that loop, read top to bottom. How D_e is built (streamed into training,
 built completely first, or sampled ahead while the previous step trains) is the pool source's
-business (:mod:`lire_ray.pool_sources`); the loop only opens D_e, trains on it and finishes it.
+business (:mod:`lire_ray.loop.pool_sources`); the loop only opens D_e, trains on it and finishes it.
 Each step is recorded as complete only once its pool and its checkpoint are complete on disk,
 so ``resume=true`` continues after the last complete step (and a step interrupted mid-way
-reuses the parts of D_e already built). The main job (:mod:`lire_ray.self_enhance`) and the
+reuses the parts of D_e already built). The main job (:mod:`lire_ray.loop.self_enhance`) and the
 Evolve x Iterate grid (:mod:`lire_ray.studies.grid`) both run this loop.
 """
 
@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lire_ray.config import Recipe
+from lire_ray.loop.pool_sources import pool_source
+from lire_ray.loop.rundir import RunDir
 from lire_ray.metrics import grad_health
 from lire_ray.pool import PoolRow
-from lire_ray.pool_sources import pool_source
-from lire_ray.rundir import RunDir
 from lire_ray.runtime import PoolBuilder, ResidentTrainerGroup, RoleGroup, TrainerGroup, telemetry
 from lire_ray.timing import overlap_seconds
 from lire_ray.training.checkpoint import ADAPTER_DIR

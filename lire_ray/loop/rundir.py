@@ -4,7 +4,7 @@ Layout::
 
     <run.dir>/
       config.yaml            resolved recipe snapshot (written first; rewritten when a resume
-                             changes a continuable key, see lire_ray.drift)
+                             changes a continuable key, see lire_ray.loop.drift)
       config_history.jsonl   one line per resume that changed the recipe
       pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
       pools/.e{k}.parts/     parts of a pool being built (trusted once their checksum is there)

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from lire_ray.config import Recipe
 from lire_ray.errors import DataError
+from lire_ray.loop.rundir import RunDir
 from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
 from lire_ray.pool.parts import persisted_ids
 from lire_ray.rewards import NORM_METADATA_KEY
-from lire_ray.rundir import RunDir
 from lire_ray.runtime import PoolBuilder
 from lire_ray.runtime.pools import TIMING_DIR
 from lire_ray.timing import busy_intervals
