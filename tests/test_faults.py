@@ -153,7 +153,7 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     from lire_ray.inputs import load_prompt_rows
     from lire_ray.loop import algorithm
     from lire_ray.loop.rundir import RunDir
-    from lire_ray.runtime import RoleGroup, make_trainer
+    from lire_ray.runtime import RoleGroup
 
     recipe = _recipe(tmp_path, "data.max_prompts=16", "evolve.steps=2", "train.epochs=3",
                      "train.micro_batch_prompts=2", "resources.trainer.max_failures=2",
@@ -171,9 +171,8 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     thread.start()
     with RoleGroup(recipe, namespace="faults-resident", policy=policy, rewards=True,
                    state_dir=rundir.root) as roles:
-        trainer = make_trainer(recipe, storage_path=str(storage), name="policy", roles=roles)
-        algorithm.self_enhance(algorithm.Chain(recipe, rundir, roles, trainer, base=policy,
-                                               norm={}), rows)
+        algorithm.self_enhance(algorithm.build_chain(recipe, rundir, roles, base=policy,
+                                                     norm={}), rows)
         served = ray.get(roles.samplers[0].ping.remote())["policy_version"]
     thread.join(timeout=5)
     assert killed, "no trainer worker was killed during Evolve step 2"

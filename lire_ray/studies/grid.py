@@ -37,7 +37,7 @@ from lire_ray.metrics.summary import (
 from lire_ray.pool import PoolRow
 from lire_ray.reporting import plots
 from lire_ray.reporting.report import markdown_table, write_report
-from lire_ray.runtime import RoleGroup, connect, disconnect, make_trainer, namespace_for
+from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.studies.compare import chain_seed, check_seeds, loss_recipe
 from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 from lire_ray.training.result import PolicyInit
@@ -54,20 +54,6 @@ def grid_recipe(recipe: Recipe, *, epochs: int, steps: int, seed: int) -> Recipe
     return lire.model_copy(update={
         "train": lire.train.model_copy(update={"epochs": epochs}),
         "evolve": lire.evolve.model_copy(update={"steps": steps})})
-
-
-def check_chain_recipe(recipe: Recipe) -> None:
-    """Refuse what Algorithm 1 cannot train on before anything starts.
-
-    Raises:
-        ConfigError: The training reward is of kind label (it scores only a dataset's own
-            candidates, not the samples of each Evolve step).
-    """
-    name = recipe.train_reward_name
-    if any(rm.name == name and rm.kind == "label" for rm in recipe.rewards):
-        raise ConfigError(f"the training reward '{name}' is of kind label, which cannot score "
-                          "the new samples of each Evolve step; self-enhancement (the grid, a "
-                          "--self-enhance sweep) needs a reward model that scores new text")
 
 
 def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: Path, *,
@@ -90,10 +76,8 @@ def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: P
     rundir = RunDir(root, resume=False)
     rundir.create(recipe.to_yaml())
     roles.serve(PolicyInit(base), 0)
-    trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"), name="policy",
-                           roles=roles)
-    return algorithm.self_enhance(algorithm.Chain(recipe, rundir, roles, trainer, base=base,
-                                                  norm=norm), rows, on_step=on_step)
+    return algorithm.self_enhance(algorithm.build_chain(recipe, rundir, roles, base=base,
+                                                        norm=norm), rows, on_step=on_step)
 
 
 def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
@@ -119,7 +103,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
 
     t0 = time.time()
     check_eval_recipe(recipe)
-    check_chain_recipe(recipe)
+    algorithm.check_chain_recipe(recipe)
     evolve, iterate, seeds = sorted(set(evolve)), sorted(set(iterate)), check_seeds(seeds)
     if not evolve or not iterate or min(evolve + iterate) < 1:
         raise ConfigError(f"--evolve and --iterate need positive counts, got {evolve} and "

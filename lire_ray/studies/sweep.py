@@ -29,6 +29,7 @@ from pathlib import Path
 from lire_ray.config import Recipe, apply_override, format_validation_error, parse_override
 from lire_ray.errors import ConfigError
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.loop.algorithm import check_chain_recipe
 from lire_ray.loop.evaluator import Evaluator
 from lire_ray.loop.rundir import prepare_output
 from lire_ray.metrics import grad_health
@@ -147,7 +148,6 @@ def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: 
     """Algorithm 1 per (value, seed) from the base policy; the final policies evaluated."""
     from lire_ray.model.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
-    from lire_ray.studies.grid import check_chain_recipe
 
     t0 = time.time()
     check_eval_recipe(recipe)
