@@ -34,7 +34,7 @@ from typing import Any
 
 from lire_ray.config import LossConfig, Recipe
 from lire_ray.errors import ActorFailure, ConfigError
-from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference, source_metadata
+from lire_ray.inputs import resolve_reference, source_metadata
 from lire_ray.loop.evaluator import EvalResult, Evaluator
 from lire_ray.loop.rundir import prepare_output
 from lire_ray.losses import build_loss
@@ -51,7 +51,7 @@ from lire_ray.runtime import (
     namespace_for,
 )
 from lire_ray.studies import candidates as cands
-from lire_ray.studies.evaluate import check_eval_recipe, judges_of
+from lire_ray.studies.evaluate import check_eval_recipe, held_out, judges_of
 from lire_ray.training.result import PolicyInit, policy_in
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,6 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError: From the actors and the trainer.
     """
-    from lire_ray.model.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
 
     t0 = time.time()
@@ -254,9 +253,8 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         preflight(recipe)  # a judge that is down stops the study before it trains
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "compare"),
                          overwrite=overwrite, owned=OWNED)
-    base = resolve_policy(recipe)
-    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
-    judges = judges_of(recipe)
+    setup = held_out(recipe)
+    base, eval_rows, judges = setup.base, setup.rows, setup.judges
     needs_ref = any(d["needs_reference"] for d in described)
     reference = resolve_reference(recipe)
     ns = namespace_for(recipe.ray.namespace, "compare", out)
@@ -277,12 +275,8 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         timeline.roles("started", roles)
         try:
             norm = roles.normalisation(rows, frozen=frozen)
-            ev = Evaluator(recipe, roles, eval_rows, tokenizer=load_tokenizer(
-                base, trust_remote_code=recipe.model.trust_remote_code))
-            log.info("evaluating the base policy on %d held-out prompts", len(eval_rows))
-            base_res = ev.evaluate(judges=judges)
-            bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
-                               picker=picker_of(recipe), judges=judges)
+            ev = setup.evaluator(roles)
+            base_res, bon = setup.evaluate_base(ev, picker=picker_of(recipe))
             if mode == "sample":
                 manifest = _sample_pool(recipe, roles, rows, out, base, norm)
                 roles.set_phase("train")

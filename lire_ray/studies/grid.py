@@ -22,7 +22,7 @@ from typing import Any
 
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
+from lire_ray.inputs import load_prompt_rows, resolve_reference
 from lire_ray.loop import algorithm
 from lire_ray.loop.evaluator import Evaluator
 from lire_ray.loop.rundir import RunDir, prepare_output
@@ -39,7 +39,7 @@ from lire_ray.reporting import plots
 from lire_ray.reporting.report import markdown_table, write_report
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.studies.compare import chain_seed, check_seeds, loss_recipe
-from lire_ray.studies.evaluate import check_eval_recipe, judges_of
+from lire_ray.studies.evaluate import check_eval_recipe, held_out
 from lire_ray.training.result import PolicyInit
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,6 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     Raises:
         ConfigError: Empty or non-positive E or I lists, no seeds, or an unusable recipe.
     """
-    from lire_ray.model.models import load_tokenizer
-
     t0 = time.time()
     check_eval_recipe(recipe)
     algorithm.check_chain_recipe(recipe)
@@ -112,15 +110,14 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     needs_ref = build_loss("lire", lire.loss.params).needs_reference
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "grid"), overwrite=overwrite,
                          owned=OWNED)
-    base = resolve_policy(recipe)
+    setup = held_out(recipe)
+    base, eval_rows, judges = setup.base, setup.rows, setup.judges
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
-    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
-    judges, picker = judges_of(recipe), recipe.train_reward_name
+    picker = recipe.train_reward_name
     t = min(recipe.eval.temperatures)
     kw: dict[str, Any] = {"temperatures": [t], "judges": judges, "with_kl": False}
     records: list[dict] = []
     chains: list[dict] = []
-    tokenizer = load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code)
     norm = None
     base_res = None
     handle = connect(recipe.ray)
@@ -133,7 +130,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
                     reference=resolve_reference(recipe) if needs_ref else None,
                     state_dir=out / ".state" / f"s{seed}") as roles:
                 norm = roles.normalisation(train_rows, frozen=norm)
-                ev = Evaluator(recipe, roles, eval_rows, tokenizer=tokenizer)
+                ev = setup.evaluator(roles)
                 if base_res is None:
                     base_res = ev.evaluate(**kw)
                 for i in iterate:
