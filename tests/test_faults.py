@@ -22,7 +22,8 @@ from _faults import fault_env, reached, registered_checkpoint, wait_for
 
 from lire_ray.atomic import COMPLETE_MARKER
 from lire_ray.config import load_recipe
-from lire_ray.pool import read_pool, read_pool_dataset, table_to_rows, write_pool
+from lire_ray.pool import read_pool, table_to_rows, write_pool
+from lire_ray.runtime import pool_dataset
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
                               args=(fault, storage / "policy", killed), daemon=True)
     thread.start()
     result = TrainerGroup(recipe, storage_path=str(storage), name="policy").fit(
-        read_pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
+        pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
         output_dir=str(tmp_path / "ckpt"), policy_version=1)
     thread.join(timeout=5)
     assert killed, "no trainer worker was killed after its first epoch's checkpoint"

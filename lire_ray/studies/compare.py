@@ -49,6 +49,7 @@ from lire_ray.runtime import (
     connect,
     disconnect,
     namespace_for,
+    pool_dataset,
 )
 from lire_ray.studies import candidates as cands
 from lire_ray.studies.evaluate import check_eval_recipe, held_out, judges_of
@@ -184,19 +185,6 @@ def picker_of(recipe: Recipe) -> str:
     training reward cannot score new samples (``kind: label``)."""
     name = recipe.train_reward_name
     return name if name in judges_of(recipe) else judges_of(recipe)[0]
-
-
-def pool_dataset(pool_dir: Path, seed: int):
-    """A written pool as a Ray dataset in a seeded random row order, shuffled here: one
-    comparison pool is small, and a Ray Data shuffle would start tasks for every run."""
-    import random
-
-    import ray.data
-
-    table = read_pool(pool_dir)
-    order = list(range(table.num_rows))
-    random.Random(seed).shuffle(order)
-    return ray.data.from_arrow(table.take(order))
 
 
 def evaluate_run(ev: Evaluator, base: EvalResult, *, judges: list[str]) -> dict:
@@ -385,7 +373,7 @@ def _train_all(arms: Sequence[Arm], seeds: Sequence[int], out: Path, manifest: d
                      manifest["num_rows"])
             start = time.time()
             result = TrainerGroup(recipe, storage_path=str(out / "ray_train"), name=name).fit(
-                pool_dataset(out / "pool", seed),
+                pool_dataset(out / "pool", seed=seed),
                 num_prompts=manifest["num_rows"], init=PolicyInit(base),
                 output_dir=str(out / "checkpoints" / name), epochs=recipe.train.epochs,
                 policy_version=1)
