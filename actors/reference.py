@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lire_ray.model.models import default_device
-from lire_ray.model.reference import ReferenceScorer
+from lire_ray.models import default_device
 from lire_ray.pool import PoolRow
+from lire_ray.reference import ReferenceScorer
 
 
 class ReferenceActor:
-    """Hosts a :class:`~lire_ray.model.reference.ReferenceScorer` (same arguments)."""
+    """Hosts a :class:`~lire_ray.reference.ReferenceScorer` (same arguments)."""
 
     def __init__(self, model_path: str, **kwargs):
         kwargs.setdefault("device", default_device())

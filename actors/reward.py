@@ -12,7 +12,7 @@ from typing import Any
 
 from lire_ray.config import RewardModelConfig
 from lire_ray.errors import DataError
-from lire_ray.model.models import default_device
+from lire_ray.models import default_device
 from lire_ray.pool import PoolRow
 from lire_ray.rewards import NormStats, RewardSet, load_norm_stats, stats_to_dict
 

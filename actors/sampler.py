@@ -4,7 +4,7 @@ The class is not decorated; the runtime layer applies ``ray.remote(**resources)`
 recipe's ``resources.sampler``, so no CPU/GPU count is fixed here.
 
 Prompts arrive as pool rows (frozen :class:`~lire_ray.pool.PoolRow` messages) and are rendered
-with :func:`lire_ray.model.collate.render_prompt`, the renderer training uses, so the prompt a
+with :func:`lire_ray.collate.render_prompt`, the renderer training uses, so the prompt a
 candidate is sampled from is the prompt it is trained on; each row's rendered text comes back
 with its candidates (:class:`~lire_ray.sampling.PromptSamples`) and is recorded in the pool as
 ``prompt_text``. A call keyed by its rows is seeded from ``sampler.seed``, the policy version
@@ -18,11 +18,11 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
+from lire_ray.collate import render_prompt
 from lire_ray.config import ModelConfig, SamplerConfig
 from lire_ray.errors import DataError
 from lire_ray.faults import fault_point
-from lire_ray.model.collate import render_prompt
-from lire_ray.model.models import load_tokenizer
+from lire_ray.models import load_tokenizer
 from lire_ray.pool import PoolRow
 from lire_ray.sampling import PromptSamples, build_sampler, call_seed
 
@@ -36,8 +36,8 @@ def _wait_complete(checkpoint: str, timeout_s: float = 900.0) -> None:
     """
     import time
 
-    from lire_ray.atomic import COMPLETE_MARKER
     from lire_ray.errors import ModelLoadError
+    from lire_ray.rundir import COMPLETE_MARKER
 
     deadline = time.time() + timeout_s
     while not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):

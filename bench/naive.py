@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lire_ray.model.batch import TokenizedGroup
+from lire_ray.batch import TokenizedGroup
 
 
 def naive_inputs(groups: Sequence[TokenizedGroup], pad_id: int = 0):

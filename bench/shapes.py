@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError
-from lire_ray.model.batch import TokenizedGroup
 
 #: Qwen2-0.5B's layout (random weights: only the shapes matter for speed and memory).
 QWEN2_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864,
@@ -93,7 +93,7 @@ def tiny_llama(*, vocab_size: int, hidden_size: int, num_layers: int, device: st
         ``(model, description)``: the model in train mode, and its shape as a dict.
     """
     from lire_ray.demo.tiny_models import TINY_HEAD_DIM, build_tiny_policy
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     with tempfile.TemporaryDirectory(prefix="lire-bench-") as tmp:
         path = build_tiny_policy(f"{tmp}/policy", vocab_size=vocab_size, hidden_size=hidden_size,

@@ -21,10 +21,10 @@ from torch import nn
 
 from bench.common import fmt, median, peak_memory, table, time_call
 from bench.naive import naive_sequence_logprobs
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError
+from lire_ray.logprobs import sequence_logprobs
 from lire_ray.losses import build_loss
-from lire_ray.model.batch import TokenizedGroup
-from lire_ray.model.logprobs import sequence_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
 from lire_ray.errors import ConfigError
-from lire_ray.loop.rundir import confine_output
+from lire_ray.rundir import confine_output
 
 LIST_OPTIONS = {"losses": str, "seeds": int, "evolve": int, "iterate": int}
 
@@ -94,7 +94,7 @@ def study_of(args) -> str:
 
 def main(args) -> int:
     from lire_ray.inputs import resolve_policy
-    from lire_ray.model.models import check_tokenizers
+    from lire_ray.models import check_tokenizers
     from lire_ray.studies.evaluate import check_eval_recipe
 
     reclaim_overrides(args)

@@ -28,7 +28,7 @@ the plots under ``plots/``.
 from __future__ import annotations
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.loop.rundir import confine_output
+from lire_ray.rundir import confine_output
 
 JOB_OPTIONS = ("policy", "output")
 DEFAULT_OUTPUT = "eval"
@@ -36,7 +36,7 @@ DEFAULT_OUTPUT = "eval"
 
 def main(args) -> int:
     from lire_ray.inputs import resolve_policy
-    from lire_ray.model.models import check_tokenizers
+    from lire_ray.models import check_tokenizers
     from lire_ray.studies.evaluate import check_eval_recipe, run_evaluation
 
     args.overrides, opts = take_job_options(args.overrides, JOB_OPTIONS)

@@ -32,7 +32,7 @@ output directory is refused unless ``--overwrite`` is given.
 from __future__ import annotations
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.loop.rundir import confine_output
+from lire_ray.rundir import confine_output
 
 JOB_OPTIONS = ("policy", "questions", "data", "mode", "output")
 DEFAULT_OUTPUT = "judge"

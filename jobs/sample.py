@@ -41,9 +41,9 @@ EVOLVE_STEP = 1
 
 def main(args) -> int:
     from lire_ray.inputs import load_prompt_rows, resolve_policy, source_metadata
-    from lire_ray.loop.rundir import pool_output_dir
-    from lire_ray.model.models import check_tokenizers
+    from lire_ray.models import check_tokenizers
     from lire_ray.rewards import NORM_METADATA_KEY
+    from lire_ray.rundir import pool_output_dir
     from lire_ray.runtime import PoolBuilder, RoleGroup, connect, disconnect, namespace_for
 
     args.overrides, opts = take_job_options(args.overrides, ("input", "output"),

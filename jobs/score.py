@@ -42,9 +42,9 @@ _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0"
 
 def main(args) -> int:
     from lire_ray.inputs import load_prompt_rows, resolve_reference, source_metadata
-    from lire_ray.loop.rundir import pool_output_dir
     from lire_ray.losses import build_loss
     from lire_ray.rewards import NORM_METADATA_KEY
+    from lire_ray.rundir import pool_output_dir
     from lire_ray.runtime import PoolBuilder, RoleGroup, connect, disconnect, namespace_for
 
     args.overrides, opts = take_job_options(args.overrides, ("input", "output", "reference"),

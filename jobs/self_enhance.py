@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from lire_ray import output
 from lire_ray.cli import job_parser, parse_recipe, quiet_output, run_job
-from lire_ray.loop.run_report import finished_run
+from lire_ray.run_report import finished_run
 
 ALIASES = {"resume": "run.resume", "run_dir": "run.dir", "steps": "evolve.steps",
            "loss": "loss.name", "policy": "model.policy"}
@@ -31,7 +31,7 @@ def main(args) -> int:
     # A finished run re-reports at once: the run's heavy modules are not even imported.
     report = finished_run(recipe)
     if report is None:
-        from lire_ray.loop import self_enhance
+        from lire_ray import self_enhance
 
         with quiet_output():  # other libraries' lines go to run.dir/job.log
             report = self_enhance.run(recipe)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
-from lire_ray.loop.rundir import check_fresh_training, confine_output
+from lire_ray.rundir import check_fresh_training, confine_output
 
 ALIASES = {"data": "data.train", "loss": "loss.name"}
 DEFAULT_OUTPUT = "checkpoints/train"
@@ -40,10 +40,12 @@ def main(args) -> int:
     import json
     import time
 
+    import ray.data
+
     from lire_ray.atomic import atomic_write_text
     from lire_ray.inputs import load_training_pool, resolve_policy
-    from lire_ray.model.models import check_tokenizers
-    from lire_ray.runtime import TrainerGroup, connect, disconnect, pool_dataset
+    from lire_ray.models import check_tokenizers
+    from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 
     started = time.perf_counter()
@@ -64,7 +66,7 @@ def main(args) -> int:
     try:
         print(f"training {recipe.loss.name} on {num_prompts} prompts from {pool}; "
               f"Ray dashboard: {handle.dashboard_url or 'n/a'}", flush=True)
-        dataset = pool_dataset(table)
+        dataset = ray.data.from_arrow(table)
         trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME, alone=True)
         result = trainer.fit(dataset, num_prompts=num_prompts, init=PolicyInit(init_model),
                              output_dir=str(out), epochs=recipe.train.epochs)

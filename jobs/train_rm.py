@@ -38,7 +38,7 @@ from pathlib import Path
 
 from lire_ray.cli import job_parser, parse_recipe, run_job, take_job_options
 from lire_ray.errors import ConfigError
-from lire_ray.loop.rundir import check_fresh_training, confine_output
+from lire_ray.rundir import check_fresh_training, confine_output
 
 ALIASES = {"data": "data.train", "eval_data": "data.eval", "backbone": "rm_train.backbone"}
 DEFAULT_OUTPUT = "rm"
@@ -47,12 +47,14 @@ MODEL_DIR = "model"
 
 
 def main(args) -> int:
+    import ray.data
+
     from lire_ray.inputs import resolve_policy
-    from lire_ray.model.models import check_tokenizers
+    from lire_ray.models import check_tokenizers
     from lire_ray.rm.data import load_pair_data
     from lire_ray.rm.evaluate import evaluate, write_rm_report
     from lire_ray.rm.worker import check_lora_targets
-    from lire_ray.runtime import TrainerGroup, connect, disconnect, pool_dataset
+    from lire_ray.runtime import TrainerGroup, connect, disconnect
     from lire_ray.training.result import PolicyInit
 
     started = time.time()
@@ -79,7 +81,7 @@ def main(args) -> int:
               f"{handle.dashboard_url or 'n/a'}", flush=True)
         trainer = TrainerGroup(recipe, storage_path=str(storage), name=RUN_NAME,
                                task="reward_model")
-        result = trainer.fit(pool_dataset(data.train), num_prompts=num_pairs,
+        result = trainer.fit(ray.data.from_arrow(data.train), num_prompts=num_pairs,
                              init=PolicyInit(backbone), output_dir=str(out),
                              epochs=recipe.train.epochs)
     finally:

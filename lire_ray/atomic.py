@@ -19,10 +19,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-#: The file a directory written in several steps (a policy checkpoint, a job's output) receives
-#: last; a reader trusts the directory only once it is there.
-COMPLETE_MARKER = "COMPLETE"
-
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:

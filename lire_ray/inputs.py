@@ -12,7 +12,7 @@ from pathlib import Path
 from lire_ray.adapters.builtin import BUILTIN_SETS, builtin_rows
 from lire_ray.config import Recipe, RewardModelConfig
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
-from lire_ray.model.gguf_models import ensure_hf_from_gguf, is_gguf_spec
+from lire_ray.gguf_models import ensure_hf_from_gguf, is_gguf_spec
 from lire_ray.pool import PoolRow, read_pool, table_to_rows
 
 #: Built-in prompt sets, by name (see :mod:`lire_ray.adapters.builtin`).

@@ -29,7 +29,7 @@ def served_mismatches(checkpoint: str, prompt_texts: Sequence[str],
     """
     import torch
 
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.models import load_causal_lm, load_tokenizer
     from lire_ray.sampling import encode_prompts
 
     tokenizer = load_tokenizer(checkpoint)

@@ -92,7 +92,7 @@ def test_train_job_refuses_missing_pool(tmp_path):
 def padless_policy(tmp_path_factory):
     """A tiny local policy whose tokenizer has neither a pad nor an eos token."""
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_tokenizer
+    from lire_ray.models import load_tokenizer
 
     policy = build_tiny_policy(tmp_path_factory.mktemp("padless") / "policy", hidden_size=64,
                                num_heads=1, num_layers=1)

@@ -11,14 +11,14 @@ import pytest
 from _tiny_tokenizer import tiny_tokenizer
 
 from lire_ray.adapters import prepare_pool
-from lire_ray.errors import ConfigError, DataError, ModelLoadError
-from lire_ray.model.batch import TokenizedGroup
-from lire_ray.model.collate import (
+from lire_ray.batch import TokenizedGroup
+from lire_ray.collate import (
     TruncationStats,
     batch_by_token_budget,
     tokenize_group,
     tokenize_groups,
 )
+from lire_ray.errors import ConfigError, DataError, ModelLoadError
 from lire_ray.pool import PoolRow, read_pool, table_to_rows
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -142,7 +142,7 @@ def group(i: int, size: int) -> TokenizedGroup:
 def test_batching_by_hand(caplog):
     groups = [group(i, n) for i, n in enumerate([3, 4, 10, 2, 2, 2, 7])]
     stats = TruncationStats()
-    with caplog.at_level(logging.WARNING, logger="lire_ray.model.collate"):
+    with caplog.at_level(logging.WARNING, logger="lire_ray.collate"):
         batches = batch_by_token_budget(groups, 8, stats=stats)
     assert [[g.prompt_id for g in b] for b in batches] == [["0", "1"], ["2"], ["3", "4", "5"],
                                                            ["6"]]

@@ -166,7 +166,7 @@ def test_forward_env_takes_names_and_never_echoes_values():
 def test_forwarded_env_adds_recipe_names_and_respects_the_jobs_own():
     import json
 
-    from lire_ray.runtime.env_forward import forwarded_env, submitted_job_env
+    from lire_ray.env_forward import forwarded_env, submitted_job_env
 
     environ = {"HF_TOKEN": "h", "MY_TOKEN": "m", "UNLISTED": "u"}
     assert forwarded_env(["MY_TOKEN", "MISSING"], environ) == {"HF_TOKEN": "h", "MY_TOKEN": "m"}

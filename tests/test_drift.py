@@ -11,12 +11,11 @@ import pytest
 import yaml
 from _selfenhance import ROOT, job_env
 
-from lire_ray.atomic import COMPLETE_MARKER
+from lire_ray import drift
 from lire_ray.config import load_recipe
 from lire_ray.errors import RunDirError
-from lire_ray.loop import drift
-from lire_ray.loop.rundir import RunDir, confine_output, run_entries, run_entry
 from lire_ray.pool import PoolRow, write_pool
+from lire_ray.rundir import COMPLETE_MARKER, RunDir, confine_output, run_entries, run_entry
 
 
 def _run(tmp_path, *overrides: str, steps_done: int = 0):

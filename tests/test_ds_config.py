@@ -60,7 +60,7 @@ def test_an_engine_takes_the_chosen_optimizer_and_offload(tmp_path):
     import torch
 
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     policy = build_tiny_policy(tmp_path / "policy", seed=0)
     adagrad = TrainConfig(lr=3e-3, zero_stage=1, deepspeed={"optimizer": {"type": "Adagrad"}})

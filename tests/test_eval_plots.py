@@ -8,12 +8,12 @@ import statistics
 
 import pytest
 
+from lire_ray import plots
 from lire_ray.errors import RunDirError
-from lire_ray.loop.rundir import prepare_output
 from lire_ray.metrics import stats as ev
 from lire_ray.metrics import summary
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import write_report
+from lire_ray.report import write_report
+from lire_ray.rundir import prepare_output
 from lire_ray.studies.compare_report import aggregate, tables
 from lire_ray.studies.grid import grid_table
 
@@ -260,7 +260,7 @@ def test_reference_answer_prefers_the_chosen_human_response():
 
 def _result(scores_by_t: dict, human: dict, kl: tuple[float, float]):
     """An EvalResult built from hand-made scores (one record per temperature)."""
-    from lire_ray.loop.evaluator import EvalResult, Generation
+    from lire_ray.evaluator import EvalResult, Generation
 
     res = EvalResult(records=[])
     for t, scores in sorted(scores_by_t.items()):

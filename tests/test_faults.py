@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 from _faults import fault_env, reached, registered_checkpoint, wait_for
 
-from lire_ray.atomic import COMPLETE_MARKER
 from lire_ray.config import load_recipe
-from lire_ray.pool import read_pool, table_to_rows, write_pool
-from lire_ray.runtime import pool_dataset
+from lire_ray.pool import read_pool, read_pool_dataset, table_to_rows, write_pool
+from lire_ray.rundir import COMPLETE_MARKER
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.integration
@@ -117,7 +116,7 @@ def test_trainer_worker_killed_restores_from_checkpoint(cluster, policy, tmp_pat
                               args=(fault, storage / "policy-v1", killed), daemon=True)
     thread.start()
     result = TrainerGroup(recipe, storage_path=str(storage), name="policy").fit(
-        pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
+        read_pool_dataset(pool_dir), num_prompts=len(rows), init=PolicyInit(policy),
         output_dir=str(tmp_path / "ckpt"), policy_version=1)
     thread.join(timeout=5)
     assert killed, "no trainer worker was killed after its first epoch's checkpoint"
@@ -155,10 +154,10 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     on each prompt once."""
     import json
 
+    from lire_ray import algorithm
     from lire_ray.inputs import load_prompt_rows
-    from lire_ray.loop import algorithm
-    from lire_ray.loop.rundir import RunDir
-    from lire_ray.runtime import RoleGroup
+    from lire_ray.rundir import RunDir
+    from lire_ray.runtime import RoleGroup, make_trainer
 
     recipe = _recipe(tmp_path, "data.max_prompts=16", "evolve.steps=2", "train.epochs=3",
                      "train.micro_batch_prompts=2", "resources.trainer.max_failures=2",
@@ -176,8 +175,9 @@ def test_resident_trainer_worker_killed_mid_step_loses_and_repeats_no_prompt(clu
     thread.start()
     with RoleGroup(recipe, namespace="faults-resident", policy=policy, rewards=True,
                    state_dir=rundir.root) as roles:
-        algorithm.self_enhance(algorithm.build_chain(recipe, rundir, roles, base=policy,
-                                                     norm={}), rows)
+        trainer = make_trainer(recipe, storage_path=str(storage), name="policy", roles=roles)
+        algorithm.self_enhance(algorithm.Chain(recipe, rundir, roles, trainer, base=policy,
+                                               norm={}), rows)
         served = ray.get(roles.samplers[0].ping.remote())["policy_version"]
     thread.join(timeout=5)
     assert killed, "no trainer worker was killed during Evolve step 2"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from lire_ray.atomic import COMPLETE_MARKER
+from lire_ray import self_enhance
 from lire_ray.config import load_recipe
-from lire_ray.loop import self_enhance
-from lire_ray.loop.run_report import finished_report, finished_run
-from lire_ray.loop.rundir import RunDir
+from lire_ray.run_report import finished_report, finished_run
+from lire_ray.rundir import COMPLETE_MARKER, RunDir
 
 
 def _finished_run(tmp_path, steps: int = 2):

@@ -11,11 +11,11 @@ import pytest
 import torch
 from _gguf import CHAT_TEMPLATE, HEADS, KV_HEADS, tiny_llama_tensors, write_tiny_llama_gguf
 
+from lire_ray import gguf_models
 from lire_ray.config import load_recipe
 from lire_ray.errors import DependencyError, ModelLoadError
 from lire_ray.inputs import resolve_policy, resolve_reference
-from lire_ray.model import gguf_models
-from lire_ray.model.models import load_causal_lm, load_tokenizer
+from lire_ray.models import load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="module")

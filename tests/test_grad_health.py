@@ -14,10 +14,10 @@ import math
 import pytest
 import torch
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.losses import build_loss
 from lire_ray.metrics import grad_health
 from lire_ray.metrics.grad_health import GradHealthWatch, merge, summarize
-from lire_ray.model.batch import TokenizedGroup
 from lire_ray.training.step import StepStats, micro_batch_loss
 from lire_ray.training.worker import reduce_step
 
@@ -27,7 +27,7 @@ WARN_LOGGER = "lire_ray.metrics.grad_health"
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     path = build_tiny_policy(tmp_path_factory.mktemp("models") / "policy", seed=0)
     return load_causal_lm(path, dtype="float32").eval()
@@ -153,8 +153,8 @@ def test_summarize_and_merge_by_hand():
 
 def test_run_report_states_gradient_health(tmp_path):
     from lire_ray.config import load_recipe
-    from lire_ray.loop.run_report import write_run_report
-    from lire_ray.loop.rundir import RunDir
+    from lire_ray.run_report import write_run_report
+    from lire_ray.rundir import RunDir
 
     rundir = RunDir(tmp_path / "run", resume=False)
     rundir.create("{}\n")

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from lire_ray.atomic import COMPLETE_MARKER
 from lire_ray.config import RewardModelConfig, load_recipe
 from lire_ray.errors import ConfigError, ModelLoadError
 from lire_ray.inputs import absolute_reward_paths, resolve_policy, resolve_reference
+from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.result import INFO_FILE, policy_in
 
 

@@ -316,7 +316,7 @@ def test_main_job_judges_the_first_held_out_responses_before_and_after(tmp_path)
     from types import SimpleNamespace
 
     from lire_ray.inputs import load_prompt_rows
-    from lire_ray.loop.self_enhance import _llm_judge
+    from lire_ray.self_enhance import _llm_judge
 
     rows = load_prompt_rows("builtin:reviews-heldout", 2)
 

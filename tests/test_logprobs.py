@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.demo.tiny_models import build_tiny_policy
 from lire_ray.errors import ConfigError, DataError
-from lire_ray.model.batch import TokenizedGroup
-from lire_ray.model.logprobs import sequence_logprobs
-from lire_ray.model.models import load_causal_lm
-from lire_ray.model.packing import pack_shared_prefix
+from lire_ray.logprobs import sequence_logprobs
+from lire_ray.models import load_causal_lm
+from lire_ray.packing import pack_shared_prefix
 
 PACKINGS = ["padded", "shared_prefix"]
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lire_ray.demo.tiny_models import build_tiny_policy, build_tiny_reward_model
 from lire_ray.errors import ConfigError, ModelLoadError
-from lire_ray.model.models import check_tokenizers, ensure_pad_token, load_causal_lm, load_tokenizer
+from lire_ray.models import check_tokenizers, ensure_pad_token, load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_missing_pad_token_falls_back_to_eos(policy_dir, tmp_path, caplog):
     tok = load_tokenizer(policy_dir)
     tok.pad_token = None
     tok.save_pretrained(tmp_path / "nopad")
-    with caplog.at_level(logging.WARNING, logger="lire_ray.model.models"):
+    with caplog.at_level(logging.WARNING, logger="lire_ray.models"):
         reloaded = load_tokenizer(tmp_path / "nopad")
     assert reloaded.pad_token == reloaded.eos_token == tok.eos_token
     assert reloaded.pad_token_id == tok.eos_token_id
@@ -201,7 +201,7 @@ def test_hub_tokenizer_without_pad_or_eos_points_to_a_local_copy():
 def test_eos_only_tokenizer_pads_with_eos_and_keeps_real_eos(tmp_path):
     from _tiny_tokenizer import tiny_tokenizer
 
-    from lire_ray.model.collate import tokenize_group
+    from lire_ray.collate import tokenize_group
     from lire_ray.pool import PoolRow
 
     ref = tiny_tokenizer()

@@ -1,4 +1,4 @@
-"""Quiet jobs (lire_ray.output) and progress lines (lire_ray.runtime.progress), without Ray.
+"""Quiet jobs (lire_ray.output) and progress lines (lire_ray.progress), without Ray.
 
 The diversion is checked in a child process, as a job runs it: the child's real stdout and
 stderr are pipes the test reads, and the run directory's log file is read afterwards.
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from lire_ray.runtime.progress import Progress
+from lire_ray.progress import Progress
 
 CHILD = textwrap.dedent("""
     import logging, os, sys
@@ -19,12 +19,12 @@ CHILD = textwrap.dedent("""
 
     setup_logging(debug=False)
     with output.Diversion():
-        logging.getLogger("lire_ray.loop.algorithm").info("project line before the run dir")
+        logging.getLogger("lire_ray.algorithm").info("project line before the run dir")
         logging.getLogger("ray.train").warning("third-party warning before the run dir")
         output.keep_in(sys.argv[1])
         print("a library's print")
         os.write(2, b"C++ line on fd 2\\n")
-        logging.getLogger("lire_ray.runtime.progress").info("project line in the run")
+        logging.getLogger("lire_ray.progress").info("project line in the run")
         output.echo("report: here")
     print("after the job")
     logging.getLogger("lire_ray.cli").info("project line after")

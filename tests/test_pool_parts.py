@@ -10,7 +10,6 @@ import pytest
 
 from lire_ray.errors import DataError, PoolIntegrityError, RunDirError
 from lire_ray.inputs import source_metadata
-from lire_ray.loop.rundir import pool_output_dir
 from lire_ray.pool import (
     PoolRow,
     read_manifest,
@@ -27,6 +26,7 @@ from lire_ray.pool.parts import (
     trusted_parts,
     write_part,
 )
+from lire_ray.rundir import pool_output_dir
 from lire_ray.runtime.cluster import namespace_for
 from lire_ray.sampling import Candidate, PromptSamples, merge_candidates
 from lire_ray.sampling.rso import rso_seed, select_candidates

@@ -1,4 +1,4 @@
-"""Pools through Ray Data: write with ``write_pool_dataset``, read with ``pool_dataset``."""
+"""Pools through Ray Data: write with ``write_pool_dataset``, read with ``read_pool_dataset``."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from lire_ray.pool import (
     SCHEMA_VERSION,
     read_manifest,
     read_pool,
+    read_pool_dataset,
     rows_to_table,
     table_to_rows,
     write_pool,
+    write_pool_dataset,
 )
-from lire_ray.runtime import pool_dataset, write_pool_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def test_dataset_round_trip(ray_local, tmp_path):
     back = sorted(table_to_rows(read_pool(out)), key=lambda r: int(r.prompt_id[1:]))
     assert back == rows
 
-    ds_back = pool_dataset(out)
+    ds_back = read_pool_dataset(out)
     table = pa.Table.from_pylist(ds_back.take_all(), schema=POOL_SCHEMA)
     assert sorted(table_to_rows(table), key=lambda r: int(r.prompt_id[1:])) == rows
 
@@ -61,7 +62,7 @@ def test_read_dataset_verifies_manifest(ray_local, tmp_path):
     target = out / "part-00000.parquet"
     target.write_bytes(target.read_bytes()[:-10] + b"0" * 10)
     with pytest.raises(PoolIntegrityError) as err:
-        pool_dataset(out)
+        read_pool_dataset(out)
     assert err.value.source == str(target)
 
 

@@ -1,4 +1,4 @@
-"""Sampling ahead without Ray: the background build of D_{e+1} (lire_ray.loop.pool_sources) waits for
+"""Sampling ahead without Ray: the background build of D_{e+1} (lire_ray.pool_sources) waits for
 D_e to be fully persisted, hands back its parts, passes failures on and can be cancelled."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import pytest
 
 from lire_ray.config import load_recipe
 from lire_ray.errors import ActorFailure
-from lire_ray.loop.pool_sources import (
+from lire_ray.pool import PoolRow, rows_to_table
+from lire_ray.pool.parts import persisted_ids, write_part
+from lire_ray.pool_sources import (
     MaterialisedPools,
     SampledAheadPools,
     StreamedPools,
@@ -17,8 +19,6 @@ from lire_ray.loop.pool_sources import (
     pool_source,
     pool_stats,
 )
-from lire_ray.pool import PoolRow, rows_to_table
-from lire_ray.pool.parts import persisted_ids, write_part
 
 
 def _table(*ids):
@@ -39,7 +39,7 @@ def test_persisted_ids_reads_every_part_once(tmp_path):
 def test_waits_for_the_current_pool_then_runs_to_completion(tmp_path, monkeypatch):
     import threading
 
-    from lire_ray.loop import pool_sources
+    from lire_ray import pool_sources
 
     current = tmp_path / "current"
     calls = []

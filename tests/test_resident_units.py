@@ -68,7 +68,7 @@ def test_bucket_bytes_round_trip_tied_weights():
 def test_hf_sampler_serves_weights_sent_from_memory_as_from_disk(tmp_path):
     from lire_ray.config import SamplerConfig
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
     from lire_ray.sampling import build_sampler
 
     base = build_tiny_policy(tmp_path / "a", hidden_size=64, num_heads=1, seed=0)

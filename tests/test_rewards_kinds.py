@@ -120,7 +120,7 @@ def test_safetensors_win_over_a_bin_beside_them(rm_dirs):
 
 
 def test_policy_loader_takes_bin_weights_and_refuses_code(rm_dirs):
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     policy = rm_dirs["policy"]
     binary, evil = rm_dirs["root"] / "policy_bin", rm_dirs["root"] / "policy_evil"

@@ -136,7 +136,7 @@ def test_a_decoder_backbone_without_pad_token_trains_one_step(tmp_path, tiny_cac
     from _dist import one_rank_group
 
     from lire_ray.demo.tiny_policy import ensure_tiny_policy
-    from lire_ray.model.models import load_tokenizer
+    from lire_ray.models import load_tokenizer
     from lire_ray.rm.worker import load_reward_backbone, rm_train_step
     from lire_ray.training.engine import build_engine
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text
+from lire_ray.atomic import atomic_write_text
 from lire_ray.errors import RunDirError
-from lire_ray.loop.rundir import RunDir, confine
 from lire_ray.pool import PoolRow, write_pool
+from lire_ray.rundir import COMPLETE_MARKER, RunDir, confine
 
 
 def _complete_stage(rd: RunDir, step: int) -> None:
@@ -98,7 +98,7 @@ def test_atomic_write_leaves_no_temp_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("lire_ray.loop.rundir.os.replace", boom)
+    monkeypatch.setattr("lire_ray.rundir.os.replace", boom)
     with pytest.raises(OSError):
         atomic_write_text(target, "partial")
     assert json.loads(target.read_text()) == {"ok": 1}

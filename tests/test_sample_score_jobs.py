@@ -171,7 +171,7 @@ def test_sampling_an_hh_pool_records_the_chat_template_prompt(tmp_path, cache):
     pool records exactly that text as ``prompt_text``."""
     import json
 
-    from lire_ray.model.models import load_tokenizer
+    from lire_ray.models import load_tokenizer
 
     run = tmp_path / "run"
     pool = run / "pools" / "hh"

@@ -18,7 +18,7 @@ from actors.sampler import SamplerActor
 from lire_ray.config import SamplerConfig
 from lire_ray.demo.tiny_models import build_tiny_policy
 from lire_ray.errors import ConfigError, DependencyError, ModelLoadError
-from lire_ray.model.models import load_causal_lm, load_tokenizer
+from lire_ray.models import load_causal_lm, load_tokenizer
 from lire_ray.pool import PoolRow
 from lire_ray.sampling import Candidate, build_sampler, call_seed, merge_candidates
 from lire_ray.sampling.beam import diverse_beam_search

@@ -42,7 +42,7 @@ def save_lora_adapter(policy_dir, out_dir, *, seed: int, r: int = 4) -> str:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     model = get_peft_model(load_causal_lm(policy_dir), PeftLoraConfig(
         r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"]))
@@ -82,7 +82,7 @@ def assert_served_weights_are(candidates, model_dir, adapter_dir=None):
     import torch
     from peft import PeftModel
 
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_causal_lm(model_dir, dtype="float32")
@@ -234,8 +234,8 @@ def test_chat_rows_are_sampled_from_exactly_the_prompt_ids_training_uses(env):
 
     import torch
 
-    from lire_ray.model.collate import tokenize_group
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.collate import tokenize_group
+    from lire_ray.models import load_causal_lm, load_tokenizer
     from lire_ray.sampling import merge_candidates
 
     actor, paths = env

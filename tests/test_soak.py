@@ -234,7 +234,7 @@ STAND_IN = textwrap.dedent("""
         for i in range(0, len(held[-1]), 4096):
             held[-1][i] = 1  # touch every page so it is resident
         time.sleep(1.0)  # several samples between allocating and logging
-        print(f"12:00:00 INFO lire_ray.loop.self_enhance: Evolve step {step} done: reward 0.1",
+        print(f"12:00:00 INFO lire_ray.self_enhance: Evolve step {step} done: reward 0.1",
               flush=True)
     child.kill()
 """)

@@ -15,11 +15,10 @@ from _dist import naive_logps
 from _studies import ROOT, label_recipe, write_hh_pairs
 
 from lire_ray.adapters.prepare import prepare_pool
+from lire_ray.collate import tokenize_group
 from lire_ray.config import Recipe, load_recipe
 from lire_ray.errors import ConfigError, DataError
-from lire_ray.loop.algorithm import check_chain_recipe
 from lire_ray.losses import build_loss
-from lire_ray.model.collate import tokenize_group
 from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.studies import candidates as cands
 from lire_ray.studies.compare import loss_arms
@@ -33,7 +32,7 @@ RECIPE = ROOT / "configs" / "tiny-compare.yaml"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.models import load_causal_lm, load_tokenizer
 
     path = build_tiny_policy(tmp_path_factory.mktemp("m") / "policy", seed=0)
     return load_causal_lm(path, dtype="float32").eval(), load_tokenizer(path)
@@ -212,18 +211,6 @@ def test_grid_cells_aggregate_seeds_with_worst_and_best():
     line = grid_table(records).splitlines()[2]
     assert line.startswith("| I=1 | 0.1100 ± ") and "[0.1000, 0.1200]" in line
     assert all(math.isfinite(c["half_width"]) for c in stats.values())
-
-
-def test_chains_refuse_every_label_reward(tmp_path):
-    check_chain_recipe(load_recipe(RECIPE))  # VADER and AFINN score new text
-    with pytest.raises(ConfigError, match=r"\['label'\] are of kind label"):
-        check_chain_recipe(load_recipe(label_recipe(tmp_path / "train.yaml")))
-    # Not trained on, a label reward is still refused: each Evolve step scores its samples with
-    # every reward model, which a label reward cannot do.
-    held_out = label_recipe(tmp_path / "held.yaml", evolve={"train_reward": "vader"})
-    assert load_recipe(held_out).train_reward_name == "vader"
-    with pytest.raises(ConfigError, match=r"\['label'\] are of kind label"):
-        check_chain_recipe(load_recipe(held_out))
 
 
 # ---------------------------------------------------------------------------------------------

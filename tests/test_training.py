@@ -18,13 +18,12 @@ import pytest
 import torch
 from _dist import naive_lire, naive_logps, one_rank_group
 
-from lire_ray.atomic import COMPLETE_MARKER
+from lire_ray.collate import tokenize_group
 from lire_ray.config import load_recipe
 from lire_ray.demo.tiny_models import build_tiny_policy
-from lire_ray.model.collate import tokenize_group
-from lire_ray.model.models import load_causal_lm, load_tokenizer
-from lire_ray.pool import PoolRow, write_pool
-from lire_ray.runtime import pool_dataset
+from lire_ray.models import load_causal_lm, load_tokenizer
+from lire_ray.pool import PoolRow, read_pool_dataset, write_pool
+from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.result import PolicyInit
 
 ray = pytest.importorskip("ray")
@@ -86,7 +85,7 @@ def fit(recipe, *, pool_dir, policy_dir, tmp, name, **kwargs):
     from lire_ray.runtime.trainer import TrainerGroup
 
     group = TrainerGroup(recipe, storage_path=str(tmp / "ray_train"), name=name)
-    return group.fit(pool_dataset(pool_dir), num_prompts=NUM_PROMPTS,
+    return group.fit(read_pool_dataset(pool_dir), num_prompts=NUM_PROMPTS,
                      init=PolicyInit(str(policy_dir)), output_dir=str(tmp / f"out-{name}"),
                      **kwargs)
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from _dist import naive_lire, one_rank_group
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.config import TrainConfig, load_recipe
 from lire_ray.errors import ActorFailure, ConfigError, DataError, DependencyError
 from lire_ray.losses import build_loss
-from lire_ray.model.batch import TokenizedGroup
 from lire_ray.pool import PoolRow, rows_to_table
 from lire_ray.training.checkpoint import TrainState
 from lire_ray.training.data import Prefetched, ShardCache, epoch_order, group_steps
@@ -315,7 +315,7 @@ def _random_groups(n, seed):
 @pytest.mark.parametrize("zero_stage,engine", [(0, "deepspeed"), (2, "deepspeed"),
                                                (3, "deepspeed"), (2, "auto")])
 def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage, engine):
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     lr, clip, temperature = 1e-2, 0.05, 2.0
     groups = _random_groups(4, seed=1)
@@ -363,7 +363,7 @@ def test_train_step_matches_plain_pytorch(process_group, policy_dir, zero_stage,
 
 
 def test_micro_batch_loss_refuses_missing_reference(policy_dir):
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     model = load_causal_lm(policy_dir, dtype="float32")
     with pytest.raises(DataError, match="reference log-probs"):
@@ -439,7 +439,7 @@ def test_load_lora_continues_a_saved_adapter(policy_dir, tmp_path):
     """A saved adapter comes back with the same weights and only its LoRA matrices trainable."""
     from lire_ray.config import LoraConfig
     from lire_ray.errors import ModelLoadError
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
     from lire_ray.training.engine import apply_lora, load_lora
 
     trained = apply_lora(load_causal_lm(str(policy_dir), dtype="float32"),

@@ -137,7 +137,7 @@ def sample_policy(model_dir: str | Path, prompts: Sequence[str], *, n: int = 1,
     """
     import torch
 
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_dir)
     tok.padding_side = "left"

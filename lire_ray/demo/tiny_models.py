@@ -15,7 +15,7 @@ from typing import Any
 
 from lire_ray.atomic import atomic_dir
 from lire_ray.errors import ConfigError
-from lire_ray.model.models import load_tokenizer
+from lire_ray.models import load_tokenizer
 
 
 def _save_dir(out_dir: Path, save: Any, overwrite: bool) -> Path:

@@ -65,7 +65,7 @@ def _build(out: Path) -> None:
     import torch
 
     from lire_ray.demo.tiny_models import build_tiny_policy
-    from lire_ray.model.models import load_causal_lm, load_tokenizer
+    from lire_ray.models import load_causal_lm, load_tokenizer
 
     started = time.time()
     log.info("building the tiny default policy (once; cached) ...")

@@ -8,10 +8,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lire_ray import plots
 from lire_ray.atomic import atomic_write_text
 from lire_ray.judges.grading import summarise_pairwise, summarise_single
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
+from lire_ray.report import markdown_table, write_report
 
 JUDGMENTS_FILE = "judgments.jsonl"
 VALIDITY_NOTE = ("valid: the judge's answer followed the verdict format; invalid: it answered "

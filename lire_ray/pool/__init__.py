@@ -33,6 +33,7 @@ temporary directory and ``os.rename`` it into place, so a reader sees a complete
 readers refuse any directory whose files disagree with its manifest. Pools never use pickle.
 """
 
+from lire_ray.pool.ray_io import read_pool_dataset, write_pool_dataset
 from lire_ray.pool.schema import (
     DATASET,
     HUMAN,
@@ -58,5 +59,5 @@ from lire_ray.pool.store import (
 
 __all__ = ["DATASET", "DEFAULT_ROWS_PER_FILE", "HUMAN", "MANIFEST_NAME", "POOL_SCHEMA",
            "SCHEMA_VERSION", "SCHEMA_VERSION_KEY", "PoolRow", "check_pool_target", "policy_source", "read_manifest",
-           "read_pool", "rows_to_table", "source_version", "table_to_rows",
-           "validate_table", "verify_pool", "write_pool"]
+           "read_pool", "read_pool_dataset", "rows_to_table", "source_version", "table_to_rows",
+           "validate_table", "verify_pool", "write_pool", "write_pool_dataset"]

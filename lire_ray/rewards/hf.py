@@ -2,7 +2,7 @@
 
 Weights: ``model.safetensors`` is preferred when a model has it; a model published only as
 ``pytorch_model.bin`` is read by ``transformers`` with ``torch.load(weights_only=True)``
-(:data:`lire_ray.model.models.SAFE_WEIGHTS`), whose unpickler accepts tensors and plain containers
+(:data:`lire_ray.models.SAFE_WEIGHTS`), whose unpickler accepts tensors and plain containers
 only and refuses any other global, so a ``.bin`` that would import or call code fails to load
 (:class:`~lire_ray.errors.ModelLoadError`) before anything in it runs.
 """
@@ -68,7 +68,7 @@ class HFRewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from lire_ray.model.models import SAFE_WEIGHTS, ensure_pad_token
+        from lire_ray.models import SAFE_WEIGHTS, ensure_pad_token
 
         assert cfg.path is not None, "RewardModelConfig requires path for kind 'hf'"
         self.cfg = cfg

@@ -26,9 +26,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from lire_ray import plots
 from lire_ray.config import Recipe, RewardModelConfig
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
+from lire_ray.report import markdown_table, write_report
 from lire_ray.rewards.pairs import Pairs
 
 #: The learned model's name in the evaluation and the report.

@@ -41,7 +41,7 @@ def load_reward_backbone(path: str, *, dtype: str = "float32", device: Any = "cp
     The classification head is new (seeded by the caller's ``torch.manual_seed``) unless the
     backbone already is a one-label classifier. A decoder reads its score at the last
     non-padding token, which ``transformers`` finds from ``config.pad_token_id``: a tokenizer
-    without a pad token pads with eos (:func:`lire_ray.model.models.ensure_pad_token`), and the
+    without a pad token pads with eos (:func:`lire_ray.models.ensure_pad_token`), and the
     model's config records that id, so the saved model finds the same token when scored.
 
     Args:
@@ -60,7 +60,7 @@ def load_reward_backbone(path: str, *, dtype: str = "float32", device: Any = "cp
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from lire_ray.model.models import SAFE_WEIGHTS, _load_error, _resolve, load_tokenizer
+    from lire_ray.models import SAFE_WEIGHTS, _load_error, _resolve, load_tokenizer
 
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     tokenizer.truncation_side = truncation_side
@@ -97,7 +97,7 @@ def check_lora_targets(path: str, lora, *, trust_remote_code: bool = False) -> N
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from lire_ray.model.models import _load_error, _resolve
+    from lire_ray.models import _load_error, _resolve
 
     name = _resolve(path)
     try:

@@ -11,13 +11,11 @@
   run per Evolve step; :mod:`~lire_ray.runtime.resident`: the resident group, one run for every
   step, new policies sent to the samplers from memory; :func:`make_trainer` picks one.
 - :mod:`~lire_ray.runtime.telemetry`: per-step metrics for the Ray dashboard.
-- :mod:`~lire_ray.runtime.datasets`: :func:`pool_dataset`, the one way a pool becomes a Ray
-  dataset, and :func:`write_pool_dataset`.
 
 Layers, each importing only those below it: the core (everything else in ``lire_ray/`` below
 the orchestration: config, losses, log-probs, pools, adapters, collate, sampling, rewards,
 training, metrics) -> ``actors/`` -> this runtime layer -> Algorithm 1
-(:mod:`lire_ray.loop.algorithm`), the evaluator and the studies -> ``jobs/``.
+(:mod:`lire_ray.algorithm`), the evaluator and the studies -> ``jobs/``.
 """
 
 from lire_ray.runtime.cluster import (
@@ -27,11 +25,10 @@ from lire_ray.runtime.cluster import (
     disconnect,
     namespace_for,
 )
-from lire_ray.runtime.datasets import pool_dataset, write_pool_dataset
 from lire_ray.runtime.pools import PoolBuilder
 from lire_ray.runtime.resident import ResidentTrainerGroup, make_trainer
 from lire_ray.runtime.roles import RoleGroup
 from lire_ray.runtime.trainer import TrainerGroup
 
 __all__ = ["PoolBuilder", "RayHandle", "ResidentTrainerGroup", "RoleGroup", "TrainerGroup", "check_feasible", "connect",
-           "disconnect", "make_trainer", "namespace_for", "pool_dataset", "write_pool_dataset"]
+           "disconnect", "make_trainer", "namespace_for"]

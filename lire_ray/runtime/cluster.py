@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lire_ray.config import ActorResources, RayConfig, ResourcesConfig
+from lire_ray.env_forward import ALWAYS_FORWARDED, forwarded_env, submitted_job_env
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.faults import fault_env
-from lire_ray.runtime.env_forward import ALWAYS_FORWARDED, forwarded_env, submitted_job_env
 
 log = logging.getLogger(__name__)
 

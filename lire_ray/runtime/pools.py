@@ -21,7 +21,7 @@ from typing import Any
 from lire_ray.config import Recipe
 from lire_ray.pool import PoolRow, rows_to_table
 from lire_ray.pool.parts import finalize_parts, persisted_ids, trusted_parts
-from lire_ray.runtime.progress import Progress
+from lire_ray.progress import Progress
 from lire_ray.runtime.roles import RoleGroup
 from lire_ray.runtime.stages import PartStage, RowStage, RSOSpec, SampleStage
 

@@ -36,7 +36,7 @@ from lire_ray.config import Recipe
 from lire_ray.errors import ActorFailure, ConfigError
 from lire_ray.losses import build_loss
 from lire_ray.metrics.grad_health import GradHealthWatch
-from lire_ray.runtime.progress import Progress
+from lire_ray.progress import Progress
 from lire_ray.training.data import deal
 from lire_ray.training.engine import rows_per_worker, steps_per_epoch
 from lire_ray.training.loggers import ForwardingSink

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from lire_ray.config import Recipe
+from lire_ray.env_forward import forwarded_env
 from lire_ray.errors import ActorFailure, ConfigError, DataError
 from lire_ray.losses import build_loss
 from lire_ray.metrics.grad_health import GradHealthWatch
-from lire_ray.runtime.env_forward import forwarded_env
 from lire_ray.training.data import Prefetched
 from lire_ray.training.engine import rows_per_worker
 from lire_ray.training.loggers import check_logger

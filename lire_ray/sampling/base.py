@@ -78,7 +78,7 @@ class PromptSamples:
     (the chat template applied, before token truncation) and its candidates.
 
     Attributes:
-        prompt_text: The rendered prompt (:func:`lire_ray.model.collate.render_prompt`).
+        prompt_text: The rendered prompt (:func:`lire_ray.collate.render_prompt`).
         candidates: The sampled candidates, in sampling order.
     """
 
@@ -272,14 +272,14 @@ def prompt_budget(cfg: SamplerConfig, max_prompt_tokens: int | None, *,
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int | None) -> list[list[int]]:
-    """Token ids of rendered prompts (:func:`lire_ray.model.collate.encode_prompt`, the rule training
+    """Token ids of rendered prompts (:func:`lire_ray.collate.encode_prompt`, the rule training
     uses), keeping the last ``max_tokens`` tokens.
 
     Left truncation keeps the end of a prompt, which holds the turn being answered.
 
     Args:
         tokenizer: The policy's tokenizer.
-        prompts: B prompt texts from :func:`lire_ray.model.collate.render_prompt`.
+        prompts: B prompt texts from :func:`lire_ray.collate.render_prompt`.
         max_tokens: Keep at most this many tokens per prompt; ``None`` keeps all.
 
     Returns:
@@ -288,7 +288,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int | None) ->
     Raises:
         DataError: A prompt is not a string, or is empty and the tokenizer has no BOS token.
     """
-    from lire_ray.model.collate import encode_prompt
+    from lire_ray.collate import encode_prompt
 
     out = []
     for i, text in enumerate(prompts):

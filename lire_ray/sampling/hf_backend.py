@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lire_ray.errors import ConfigError, ModelLoadError
-from lire_ray.model.models import load_causal_lm, load_tokenizer
+from lire_ray.models import load_causal_lm, load_tokenizer
 from lire_ray.sampling.base import (
     Candidate,
     call_config,

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lire_ray.errors import ConfigError, ModelLoadError
-from lire_ray.model.models import load_tokenizer
+from lire_ray.models import load_tokenizer
 from lire_ray.sampling.base import (
     Candidate,
     call_config,

@@ -12,7 +12,7 @@ or one per swept value) and seeds. In three phases:
 2. **Train**: for each (arm, seed), a :class:`~lire_ray.runtime.TrainerGroup` trains the base
    policy on that pool (``train.seed = seed``, the arm's loss, parameters and budget).
 3. **Evaluate**: samplers serve the base policy and then each trained policy, and the
-   :class:`~lire_ray.loop.evaluator.Evaluator` evaluates each on the held-out prompts under every
+   :class:`~lire_ray.evaluator.Evaluator` evaluates each on the held-out prompts under every
    judge (rewards, win rates against the human answer, KL, distinct-n).
 
 With ``--candidates pool`` the samplers are started in phase 3 only; ``timeline`` in
@@ -34,14 +34,14 @@ from typing import Any
 
 from lire_ray.config import LossConfig, Recipe
 from lire_ray.errors import ActorFailure, ConfigError
-from lire_ray.inputs import resolve_reference, source_metadata
-from lire_ray.loop.evaluator import EvalResult, Evaluator
-from lire_ray.loop.rundir import prepare_output
+from lire_ray.evaluator import EvalResult, Evaluator
+from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference, source_metadata
 from lire_ray.losses import build_loss
 from lire_ray.metrics import grad_health
 from lire_ray.metrics.summary import first_samples, flatten_run, flip_rates
 from lire_ray.pool import PoolRow, read_pool, table_to_rows, write_pool
 from lire_ray.rewards import NORM_METADATA_KEY
+from lire_ray.rundir import prepare_output
 from lire_ray.runtime import (
     PoolBuilder,
     RoleGroup,
@@ -49,10 +49,9 @@ from lire_ray.runtime import (
     connect,
     disconnect,
     namespace_for,
-    pool_dataset,
 )
 from lire_ray.studies import candidates as cands
-from lire_ray.studies.evaluate import check_eval_recipe, held_out, judges_of
+from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 from lire_ray.training.result import PolicyInit, policy_in
 
 log = logging.getLogger(__name__)
@@ -187,6 +186,19 @@ def picker_of(recipe: Recipe) -> str:
     return name if name in judges_of(recipe) else judges_of(recipe)[0]
 
 
+def pool_dataset(pool_dir: Path, seed: int):
+    """A written pool as a Ray dataset in a seeded random row order, shuffled here: one
+    comparison pool is small, and a Ray Data shuffle would start tasks for every run."""
+    import random
+
+    import ray.data
+
+    table = read_pool(pool_dir)
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    return ray.data.from_arrow(table.take(order))
+
+
 def evaluate_run(ev: Evaluator, base: EvalResult, *, judges: list[str]) -> dict:
     """The served policy's evaluation as a JSON-ready run record (all temperatures, KL,
     first-sample scores per prompt at the first temperature, negative flips vs ``base``)."""
@@ -225,6 +237,7 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError: From the actors and the trainer.
     """
+    from lire_ray.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
 
     t0 = time.time()
@@ -241,8 +254,9 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         preflight(recipe)  # a judge that is down stops the study before it trains
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "compare"),
                          overwrite=overwrite, owned=OWNED)
-    setup = held_out(recipe)
-    base, eval_rows, judges = setup.base, setup.rows, setup.judges
+    base = resolve_policy(recipe)
+    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges = judges_of(recipe)
     needs_ref = any(d["needs_reference"] for d in described)
     reference = resolve_reference(recipe)
     ns = namespace_for(recipe.ray.namespace, "compare", out)
@@ -263,8 +277,12 @@ def run_compare(recipe: Recipe, *, arms: Sequence[Arm], seeds: Sequence[int],
         timeline.roles("started", roles)
         try:
             norm = roles.normalisation(rows, frozen=frozen)
-            ev = setup.evaluator(roles)
-            base_res, bon = setup.evaluate_base(ev, picker=picker_of(recipe))
+            ev = Evaluator(recipe, roles, eval_rows, tokenizer=load_tokenizer(
+                base, trust_remote_code=recipe.model.trust_remote_code))
+            log.info("evaluating the base policy on %d held-out prompts", len(eval_rows))
+            base_res = ev.evaluate(judges=judges)
+            bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
+                               picker=picker_of(recipe), judges=judges)
             if mode == "sample":
                 manifest = _sample_pool(recipe, roles, rows, out, base, norm)
                 roles.set_phase("train")
@@ -373,7 +391,7 @@ def _train_all(arms: Sequence[Arm], seeds: Sequence[int], out: Path, manifest: d
                      manifest["num_rows"])
             start = time.time()
             result = TrainerGroup(recipe, storage_path=str(out / "ray_train"), name=name).fit(
-                pool_dataset(out / "pool", seed=seed),
+                pool_dataset(out / "pool", seed),
                 num_prompts=manifest["num_rows"], init=PolicyInit(base),
                 output_dir=str(out / "checkpoints" / name), epochs=recipe.train.epochs,
                 policy_version=1)

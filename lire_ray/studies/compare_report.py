@@ -9,10 +9,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lire_ray import plots
 from lire_ray.metrics import grad_health
 from lire_ray.metrics.summary import CI_NOTE, KL_NOTE, WIN_RATE_NOTE, aggregate_seeds, format_ci
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
+from lire_ray.report import markdown_table, write_report
 
 NAN_CELL = {"mean": float("nan"), "half_width": float("nan")}
 FLIP_NOTE = ("Negative flips: share of held-out prompts whose first-sample judge score is "

@@ -17,19 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from lire_ray import plots
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
+from lire_ray.evaluator import KL_TEMPERATURE, EvalResult, Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
-from lire_ray.loop.evaluator import KL_TEMPERATURE, EvalResult, Evaluator
-from lire_ray.loop.rundir import prepare_output
 from lire_ray.metrics.summary import KL_NOTE, WIN_RATE_NOTE, first_samples, flip_rates
-from lire_ray.pool import PoolRow
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
+from lire_ray.report import markdown_table, write_report
+from lire_ray.rundir import prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.training.result import policy_in
 
@@ -66,55 +63,6 @@ def check_eval_recipe(recipe: Recipe) -> None:
         raise ConfigError(f"eval.best_of_n must list sizes >= 1, got {recipe.eval.best_of_n}")
 
 
-@dataclass(frozen=True)
-class HeldOut:
-    """What every study evaluates with, resolved before Ray starts (:func:`held_out`).
-
-    Attributes:
-        recipe: The study's recipe (its ``eval`` and ``sampler`` sections drive evaluation).
-        base: The base policy (the recipe's initial policy, resolved).
-        rows: The held-out prompt rows (``data.eval``, at most ``data.eval_prompts``).
-        judges: The reward models that judge held-out responses (:func:`judges_of`).
-        tokenizer: The base policy's tokenizer (prompt lengths of the evaluation).
-    """
-
-    recipe: Recipe
-    base: str
-    rows: list[PoolRow]
-    judges: list[str]
-    tokenizer: Any
-
-    def evaluator(self, roles: RoleGroup) -> Evaluator:
-        """An evaluator of whatever policy ``roles``' samplers serve, on the held-out rows."""
-        return Evaluator(self.recipe, roles, self.rows, tokenizer=self.tokenizer)
-
-    def evaluate_base(self, ev: Evaluator, *, picker: str) -> tuple[EvalResult, dict]:
-        """The served base policy evaluated with every judge, and its Best-of-n
-        (``eval.best_of_n`` samples at ``sampler.temperature``, picked by ``picker``)."""
-        log.info("evaluating the base policy on %d held-out prompts", len(self.rows))
-        base_res = ev.evaluate(judges=self.judges)
-        bon = ev.best_of_n(self.recipe.eval.best_of_n,
-                           temperature=self.recipe.sampler.temperature, picker=picker,
-                           judges=self.judges)
-        return base_res, bon
-
-
-def held_out(recipe: Recipe) -> HeldOut:
-    """The evaluation preamble of the studies: the base policy, the held-out prompt rows, the
-    judges and the base policy's tokenizer (call :func:`check_eval_recipe` first).
-
-    Raises:
-        ModelLoadError: The policy or its tokenizer cannot be loaded.
-        DataError: ``data.eval`` names no usable prompt rows.
-    """
-    from lire_ray.model.models import load_tokenizer
-
-    base = resolve_policy(recipe)
-    rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
-    return HeldOut(recipe, base, rows, judges_of(recipe),
-                   load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code))
-
-
 def run_evaluation(recipe: Recipe, *, policy: str | None, out_dir: str | Path | None,
                    overwrite: bool = False) -> Path:
     """Evaluate ``policy`` (or the base policy alone) and write the report.
@@ -133,23 +81,29 @@ def run_evaluation(recipe: Recipe, *, policy: str | None, out_dir: str | Path | 
         RunDirError: ``out_dir`` is not empty and ``overwrite`` is False.
         ActorFailure, ModelLoadError, DataError: From the actors.
     """
+    from lire_ray.models import load_tokenizer
+
     t0 = time.time()
     check_eval_recipe(recipe)
-    setup = held_out(recipe)
-    base, rows, judges = setup.base, setup.rows, setup.judges
+    base = resolve_policy(recipe)
     target = policy_in(policy, base=base) if policy is not None else None
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "eval"), overwrite=overwrite,
                          owned=OWNED)
     ref_path = resolve_reference(recipe)
-    picker = recipe.train_reward_name or ""
+    rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges, picker = judges_of(recipe), recipe.train_reward_name or ""
     handle = connect(recipe.ray)
     try:
         with RoleGroup(recipe, namespace=namespace_for(recipe.ray.namespace, "evaluate", out),
                        policy=base, rewards=True, reference=ref_path,
                        state_dir=out / ".state") as roles:
             roles.normalisation(rows)
-            ev = setup.evaluator(roles)
-            base_res, bon = setup.evaluate_base(ev, picker=picker)
+            ev = Evaluator(recipe, roles, rows, tokenizer=load_tokenizer(
+                base, trust_remote_code=recipe.model.trust_remote_code))
+            log.info("evaluating the base policy on %d held-out prompts", len(rows))
+            base_res = ev.evaluate(judges=judges)
+            bon = ev.best_of_n(recipe.eval.best_of_n, temperature=recipe.sampler.temperature,
+                               picker=picker, judges=judges)
             pol_res = base_res
             if target is not None:
                 log.info("evaluating %s", policy)

@@ -1,7 +1,7 @@
 """The Evolve x Iterate grid of LIRE self-enhancement over seeds (paper Table 6, Fig. 6).
 
 For each seed and each Iterate count I (epochs per Evolve step), one chain of Algorithm 1
-(:func:`lire_ray.loop.algorithm.self_enhance`, through :func:`run_chain`) runs ``max(evolve)`` Evolve
+(:func:`lire_ray.algorithm.self_enhance`, through :func:`run_chain`) runs ``max(evolve)`` Evolve
 steps from the base policy with the LIRE loss and ``train.seed = seed``; after every step e in
 ``evolve`` the served policy is evaluated on the held-out prompts at the first evaluation
 temperature. Cell (E = e, I) is the held-out mean training reward after e Evolve steps of I
@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lire_ray import algorithm, plots
 from lire_ray.config import Recipe
 from lire_ray.errors import ConfigError
-from lire_ray.inputs import load_prompt_rows, resolve_reference
-from lire_ray.loop import algorithm
-from lire_ray.loop.evaluator import Evaluator
-from lire_ray.loop.rundir import RunDir, prepare_output
+from lire_ray.evaluator import Evaluator
+from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
 from lire_ray.losses import build_loss
 from lire_ray.metrics.summary import (
     CI_NOTE,
@@ -35,11 +34,11 @@ from lire_ray.metrics.summary import (
     format_ci,
 )
 from lire_ray.pool import PoolRow
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
-from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
+from lire_ray.report import markdown_table, write_report
+from lire_ray.rundir import RunDir, prepare_output
+from lire_ray.runtime import RoleGroup, connect, disconnect, make_trainer, namespace_for
 from lire_ray.studies.compare import chain_seed, check_seeds, loss_recipe
-from lire_ray.studies.evaluate import check_eval_recipe, held_out
+from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 from lire_ray.training.result import PolicyInit
 
 log = logging.getLogger(__name__)
@@ -56,6 +55,20 @@ def grid_recipe(recipe: Recipe, *, epochs: int, steps: int, seed: int) -> Recipe
         "evolve": lire.evolve.model_copy(update={"steps": steps})})
 
 
+def check_chain_recipe(recipe: Recipe) -> None:
+    """Refuse what Algorithm 1 cannot train on before anything starts.
+
+    Raises:
+        ConfigError: The training reward is of kind label (it scores only a dataset's own
+            candidates, not the samples of each Evolve step).
+    """
+    name = recipe.train_reward_name
+    if any(rm.name == name and rm.kind == "label" for rm in recipe.rewards):
+        raise ConfigError(f"the training reward '{name}' is of kind label, which cannot score "
+                          "the new samples of each Evolve step; self-enhancement (the grid, a "
+                          "--self-enhance sweep) needs a reward model that scores new text")
+
+
 def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: Path, *,
               base: str, norm: dict, on_step: Callable | None = None) -> PolicyInit:
     """One run of Algorithm 1 from the base policy in its own run directory ``root``.
@@ -68,7 +81,7 @@ def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: P
         root: The chain's run directory (pools, checkpoints, metrics).
         base: The base policy.
         norm: The frozen reward normalisation.
-        on_step: Called after every Evolve step (see :data:`lire_ray.loop.algorithm.OnStep`).
+        on_step: Called after every Evolve step (see :data:`lire_ray.algorithm.OnStep`).
 
     Returns:
         The final policy (served on the samplers).
@@ -76,8 +89,10 @@ def run_chain(recipe: Recipe, roles: RoleGroup, rows: Sequence[PoolRow], root: P
     rundir = RunDir(root, resume=False)
     rundir.create(recipe.to_yaml())
     roles.serve(PolicyInit(base), 0)
-    return algorithm.self_enhance(algorithm.build_chain(recipe, rundir, roles, base=base,
-                                                        norm=norm), rows, on_step=on_step)
+    trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"), name="policy",
+                           roles=roles)
+    return algorithm.self_enhance(algorithm.Chain(recipe, rundir, roles, trainer, base=base,
+                                                  norm=norm), rows, on_step=on_step)
 
 
 def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
@@ -99,9 +114,11 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     Raises:
         ConfigError: Empty or non-positive E or I lists, no seeds, or an unusable recipe.
     """
+    from lire_ray.models import load_tokenizer
+
     t0 = time.time()
     check_eval_recipe(recipe)
-    algorithm.check_chain_recipe(recipe)
+    check_chain_recipe(recipe)
     evolve, iterate, seeds = sorted(set(evolve)), sorted(set(iterate)), check_seeds(seeds)
     if not evolve or not iterate or min(evolve + iterate) < 1:
         raise ConfigError(f"--evolve and --iterate need positive counts, got {evolve} and "
@@ -110,14 +127,15 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
     needs_ref = build_loss("lire", lire.loss.params).needs_reference
     out = prepare_output(Path(out_dir or Path(recipe.run.dir) / "grid"), overwrite=overwrite,
                          owned=OWNED)
-    setup = held_out(recipe)
-    base, eval_rows, judges = setup.base, setup.rows, setup.judges
+    base = resolve_policy(recipe)
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
-    picker = recipe.train_reward_name
+    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges, picker = judges_of(recipe), recipe.train_reward_name
     t = min(recipe.eval.temperatures)
     kw: dict[str, Any] = {"temperatures": [t], "judges": judges, "with_kl": False}
     records: list[dict] = []
     chains: list[dict] = []
+    tokenizer = load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code)
     norm = None
     base_res = None
     handle = connect(recipe.ray)
@@ -130,7 +148,7 @@ def run_grid(recipe: Recipe, *, evolve: Sequence[int], iterate: Sequence[int],
                     reference=resolve_reference(recipe) if needs_ref else None,
                     state_dir=out / ".state" / f"s{seed}") as roles:
                 norm = roles.normalisation(train_rows, frozen=norm)
-                ev = setup.evaluator(roles)
+                ev = Evaluator(recipe, roles, eval_rows, tokenizer=tokenizer)
                 if base_res is None:
                     base_res = ev.evaluate(**kw)
                 for i in iterate:

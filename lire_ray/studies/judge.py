@@ -41,8 +41,8 @@ from lire_ray.judges import (
     load_questions,
     write_judge_report,
 )
-from lire_ray.loop.rundir import prepare_output
 from lire_ray.pool import PoolRow
+from lire_ray.rundir import prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.training.result import policy_in
 

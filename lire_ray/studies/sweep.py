@@ -28,11 +28,10 @@ from pathlib import Path
 
 from lire_ray.config import Recipe, apply_override, format_validation_error, parse_override
 from lire_ray.errors import ConfigError
-from lire_ray.inputs import resolve_reference
-from lire_ray.loop.algorithm import check_chain_recipe
-from lire_ray.loop.evaluator import Evaluator
-from lire_ray.loop.rundir import prepare_output
+from lire_ray.evaluator import Evaluator
+from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
 from lire_ray.metrics import grad_health
+from lire_ray.rundir import prepare_output
 from lire_ray.runtime import RoleGroup, connect, disconnect, namespace_for
 from lire_ray.studies import candidates as cands
 from lire_ray.studies.compare import (
@@ -47,7 +46,7 @@ from lire_ray.studies.compare import (
     picker_of,
     run_compare,
 )
-from lire_ray.studies.evaluate import check_eval_recipe, held_out
+from lire_ray.studies.evaluate import check_eval_recipe, judges_of
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +145,20 @@ def run_sweep(recipe: Recipe, *, key: str, values: Sequence, seeds: Sequence[int
 def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: Path,
                 overwrite: bool, study: dict) -> Path:
     """Algorithm 1 per (value, seed) from the base policy; the final policies evaluated."""
+    from lire_ray.models import load_tokenizer
     from lire_ray.studies.compare_report import write_compare_report
+    from lire_ray.studies.grid import check_chain_recipe
 
     t0 = time.time()
     check_eval_recipe(recipe)
     check_chain_recipe(recipe)
     rows = cands.training_rows(recipe, "sample")
     out = prepare_output(out_dir, overwrite=overwrite, owned=OWNED)
-    setup = held_out(recipe)
-    base, eval_rows, judges = setup.base, setup.rows, setup.judges
+    base = resolve_policy(recipe)
+    eval_rows = load_prompt_rows(recipe.data.eval or "", recipe.data.eval_prompts)
+    judges = judges_of(recipe)
     described = [a.describe() for a in arms]
+    tokenizer = load_tokenizer(base, trust_remote_code=recipe.model.trust_remote_code)
     timeline, runs, norm, base_res, bon = Timeline(), [], None, None, None
     handle = connect(recipe.ray)
     try:
@@ -168,9 +171,12 @@ def _run_chains(recipe: Recipe, arms: Sequence[Arm], seeds: list[int], out_dir: 
                     ) as roles:
                 timeline.roles("started", roles)
                 norm = roles.normalisation(rows, frozen=norm)
-                ev = setup.evaluator(roles)
+                ev = Evaluator(recipe, roles, eval_rows, tokenizer=tokenizer)
                 if base_res is None:
-                    base_res, bon = setup.evaluate_base(ev, picker=picker_of(recipe))
+                    base_res = ev.evaluate(judges=judges)
+                    bon = ev.best_of_n(recipe.eval.best_of_n,
+                                       temperature=recipe.sampler.temperature,
+                                       picker=picker_of(recipe), judges=judges)
                 for arm in arms:
                     runs.append(_chain_run(arm, seed, roles, ev, base_res, rows, out, base,
                                            norm, judges, timeline))

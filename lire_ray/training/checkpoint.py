@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text, replace_dir
+from lire_ray.atomic import atomic_write_text, replace_dir
 from lire_ray.errors import RunDirError
+from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.data import ShardCache
 
 DS_TAG = "deepspeed"
@@ -276,7 +277,7 @@ def _save_merged(init_model: str, adapter_dir: Path, out: Path) -> None:
     engine's own module stays untouched)."""
     from peft import PeftModel
 
-    from lire_ray.model.models import load_causal_lm
+    from lire_ray.models import load_causal_lm
 
     base = load_causal_lm(init_model, dtype="auto")
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -62,7 +62,7 @@ def fill_reference(model, tokenizer, tables: Iterable[pa.Table], recipe: Recipe,
 
     Reads every table first (the model must still hold the initial weights for all of them),
     then computes the reference log-probs of the rows that lack them with training's
-    tokenisation, packing and chunking (:func:`lire_ray.model.reference.reference_logps`).
+    tokenisation, packing and chunking (:func:`lire_ray.reference.reference_logps`).
 
     Args:
         model: The policy before any update (transformers or peft; DeepSpeed's module).
@@ -78,7 +78,7 @@ def fill_reference(model, tokenizer, tables: Iterable[pa.Table], recipe: Recipe,
     """
     from dataclasses import replace
 
-    from lire_ray.model.reference import reference_logps
+    from lire_ray.reference import reference_logps
 
     tables = list(tables)
     missing = sum(1 for t in tables for r in table_to_rows(t) if r.ref_logps is None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lire_ray.atomic import COMPLETE_MARKER
+from lire_ray.rundir import COMPLETE_MARKER
 from lire_ray.training.checkpoint import INFO_FILE
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import DataError
-from lire_ray.model.batch import TokenizedGroup
-from lire_ray.model.logprobs import SeqLogps, sequence_logprobs
+from lire_ray.logprobs import SeqLogps, sequence_logprobs
 
 
 @dataclass
@@ -133,10 +133,10 @@ def micro_batch_loss(model, groups: Sequence[TokenizedGroup], loss, *, packing: 
         model: The policy (transformers, peft or DeepSpeed-wrapped).
         groups: B prompt groups, each with all of its candidates.
         loss: A :class:`~lire_ray.losses.BuiltLoss` (uniform convention, per-prompt output).
-        packing: ``shared_prefix`` or ``padded`` (see :mod:`lire_ray.model.logprobs`).
+        packing: ``shared_prefix`` or ``padded`` (see :mod:`lire_ray.logprobs`).
         chunk_size: ``lm_head`` positions per chunk.
         recompute_logits: Recompute each chunk's logits in backward instead of keeping the
-            float32 log-probs (see :func:`~lire_ray.model.logprobs.sequence_logprobs`).
+            float32 log-probs (see :func:`~lire_ray.logprobs.sequence_logprobs`).
 
     Returns:
         The micro-batch's :class:`MicroBatchLoss`.

@@ -29,11 +29,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from lire_ray.collate import render_prompt, tokenize_group
 from lire_ray.config import Recipe
 from lire_ray.errors import DataError
 from lire_ray.faults import fault_point
 from lire_ray.losses import build_loss
-from lire_ray.model.collate import render_prompt, tokenize_group
 from lire_ray.pool import table_to_rows
 from lire_ray.training.checkpoint import (
     PolicySnapshot,
@@ -248,7 +248,7 @@ class TrainingRun:
         Returns:
             ``(tokenizer, model)``.
         """
-        from lire_ray.model.models import load_causal_lm, load_tokenizer
+        from lire_ray.models import load_causal_lm, load_tokenizer
 
         model_cfg, spec = self.recipe.model, self.spec
         tokenizer = load_tokenizer(spec.init_model, trust_remote_code=model_cfg.trust_remote_code)

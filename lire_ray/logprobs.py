@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError
-from lire_ray.model.batch import TokenizedGroup
-from lire_ray.model.packing import PackedBatch, pack, validate_groups
+from lire_ray.packing import PackedBatch, pack, validate_groups
 
 
 @dataclass

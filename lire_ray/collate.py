@@ -1,4 +1,4 @@
-"""Tokenising pool rows into :class:`~lire_ray.model.batch.TokenizedGroup` and batching them by tokens.
+"""Tokenising pool rows into :class:`~lire_ray.batch.TokenizedGroup` and batching them by tokens.
 
 Shape notation: B prompts per batch, K candidates per prompt, L tokens.
 
@@ -34,8 +34,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError, DataError, ModelLoadError
-from lire_ray.model.batch import TokenizedGroup
 from lire_ray.pool import PoolRow
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,11 @@
 
 :func:`self_enhance` is that loop, read top to bottom. How D_e is built (streamed into training,
 built completely first, or sampled ahead while the previous step trains) is the pool source's
-business (:mod:`lire_ray.loop.pool_sources`); the loop only opens D_e, trains on it and finishes it.
+business (:mod:`lire_ray.pool_sources`); the loop only opens D_e, trains on it and finishes it.
 Each step is recorded as complete only once its pool and its checkpoint are complete on disk,
 so ``resume=true`` continues after the last complete step (and a step interrupted mid-way
-reuses the parts of D_e already built). The main job (:mod:`lire_ray.loop.self_enhance`) and the
-Evolve x Iterate grid (:mod:`lire_ray.studies.grid`) both run this loop, on a chain checked by
-:func:`check_chain_recipe` and built by :func:`build_chain`.
+reuses the parts of D_e already built). The main job (:mod:`lire_ray.self_enhance`) and the
+Evolve x Iterate grid (:mod:`lire_ray.studies.grid`) both run this loop.
 """
 
 from __future__ import annotations
@@ -27,19 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lire_ray.config import Recipe
-from lire_ray.errors import ConfigError
-from lire_ray.loop.pool_sources import pool_source
-from lire_ray.loop.rundir import RunDir
 from lire_ray.metrics import grad_health
 from lire_ray.pool import PoolRow
-from lire_ray.runtime import (
-    PoolBuilder,
-    ResidentTrainerGroup,
-    RoleGroup,
-    TrainerGroup,
-    make_trainer,
-    telemetry,
-)
+from lire_ray.pool_sources import pool_source
+from lire_ray.rundir import RunDir
+from lire_ray.runtime import PoolBuilder, ResidentTrainerGroup, RoleGroup, TrainerGroup, telemetry
 from lire_ray.timing import overlap_seconds
 from lire_ray.training.checkpoint import ADAPTER_DIR
 from lire_ray.training.loggers import MetricSink
@@ -75,43 +66,6 @@ class Chain:
     base: str
     norm: dict
     sink: MetricSink | None = None
-
-
-def check_chain_recipe(recipe: Recipe) -> None:
-    """Refuse what Algorithm 1 cannot train on, before anything starts.
-
-    Raises:
-        ConfigError: The recipe has no reward model, or one of its reward models is of kind
-            label (it scores only a dataset's own candidates, while every Evolve step scores
-            new samples with every reward model).
-    """
-    if recipe.train_reward_name is None:
-        raise ConfigError("the recipe has no reward models (rewards: [...])")
-    labels = [rm.name for rm in recipe.rewards if rm.kind == "label"]
-    if labels:
-        raise ConfigError(f"reward model(s) {labels} are of kind label, which scores only a "
-                          "dataset's own candidates, while self-enhancement (the main job, the "
-                          "grid, a --self-enhance sweep) scores new samples; train on labels "
-                          "with jobs/train.py or jobs/compare.py on a prepared pool")
-
-
-def build_chain(recipe: Recipe, rundir: RunDir, roles: RoleGroup, *, base: str, norm: dict,
-                sink: MetricSink | None = None) -> Chain:
-    """The chain of one run of Algorithm 1, with the trainer group the recipe asks for
-    (:func:`~lire_ray.runtime.make_trainer`; nothing starts until :func:`self_enhance`).
-
-    Args:
-        recipe: The chain's recipe (checked by :func:`check_chain_recipe`).
-        rundir: The chain's run directory (created); the trainer's state goes to its
-            ``ray_train/``.
-        roles: The role group whose samplers serve the policies.
-        base: The initial policy.
-        norm: The frozen reward normalisation.
-        sink: The run's experiment (also where a resident trainer logs), or None.
-    """
-    trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"), name="policy",
-                           roles=roles, sink=sink)
-    return Chain(recipe, rundir, roles, trainer, base=base, norm=norm, sink=sink)
 
 
 def self_enhance(chain: Chain, rows: Sequence[PoolRow], *, on_step: OnStep | None = None

@@ -32,11 +32,11 @@ from pathlib import Path
 
 from lire_ray.config import Recipe
 from lire_ray.errors import DataError
-from lire_ray.loop.rundir import RunDir
 from lire_ray.pool import HUMAN, PoolRow, read_pool, table_to_rows
 from lire_ray.pool.parts import persisted_ids
 from lire_ray.rewards import NORM_METADATA_KEY
-from lire_ray.runtime import PoolBuilder, pool_dataset
+from lire_ray.rundir import RunDir
+from lire_ray.runtime import PoolBuilder
 from lire_ray.runtime.pools import TIMING_DIR
 from lire_ray.timing import busy_intervals
 
@@ -62,6 +62,14 @@ class PoolFeed:
         """Finalize D_e (if the trainer's stream did not) and return its statistics:
         ``{"manifest", "rows", "busy"}`` (busy: the sampling/scoring intervals)."""
         return self._finish()
+
+
+def _pool_dataset(pool_dir: Path):
+    """A finished pool as a Ray dataset, read (and verified) here: one step's pool is small, and
+    reading it in Ray Data tasks would mean starting worker processes on every step."""
+    import ray.data
+
+    return ray.data.from_arrow(read_pool(pool_dir))
 
 
 def pool_stats(rows: Sequence[PoolRow], reward: str, step: int) -> dict:
@@ -116,7 +124,7 @@ class StreamedPools:
             return None
         log.info("Evolve step %d: its pool was already complete; training on it", step)
         parts = self.parts_dir(step)
-        return PoolFeed(step, pool_dataset(self.rundir.pool_dir(step)), False,
+        return PoolFeed(step, _pool_dataset(self.rundir.pool_dir(step)), False,
                         lambda: self._finish(step, parts))
 
     def open(self, step: int) -> PoolFeed:
@@ -144,7 +152,7 @@ class MaterialisedPools(StreamedPools):
                          what=f"Evolve step {step}: sampled and scored")
         self.builder.finalize(self.rows, parts_dir=parts, out_dir=self.rundir.pool_dir(step),
                               metadata={"evolve_step": step, **self.metadata}, overwrite=True)
-        return PoolFeed(step, pool_dataset(self.rundir.pool_dir(step)), False,
+        return PoolFeed(step, _pool_dataset(self.rundir.pool_dir(step)), False,
                         lambda: self._finish(step, parts))
 
 
@@ -167,7 +175,7 @@ class SampledAheadPools(StreamedPools):
             self.builder.finalize(self.rows, parts_dir=parts,
                                   out_dir=self.rundir.pool_dir(step),
                                   metadata={"evolve_step": step, **self.metadata})
-            feed.dataset = pool_dataset(self.rundir.pool_dir(step))
+            feed.dataset = _pool_dataset(self.rundir.pool_dir(step))
         else:
             if ahead is not None:
                 ahead.cancel()

@@ -153,7 +153,7 @@ class Evaluator:
 
     def matched(self, gen: Generation) -> list[list[bool]]:
         """[P][n]: whether each response re-tokenises (as the reference scores it) to its tokens."""
-        from lire_ray.model.collate import tokenize_group
+        from lire_ray.collate import tokenize_group
 
         out = []
         for row, ids in zip(self._rows_with(gen.responses), gen.token_ids):

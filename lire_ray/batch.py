@@ -1,5 +1,5 @@
-"""Token-level containers shared by collation (``lire_ray.model.collate``) and log-prob computation
-(``lire_ray.model.logprobs``).
+"""Token-level containers shared by collation (``lire_ray.collate``) and log-prob computation
+(``lire_ray.logprobs``).
 
 Shape notation for this module and its users: B prompts per micro-batch, K candidates per
 prompt (variable per prompt; padded to ``K_max`` with a boolean mask, never with fake

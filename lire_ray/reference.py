@@ -2,7 +2,7 @@
 
 DPO, IPO and Plackett-Luce need ``log pi_ref(y|x)`` per candidate, and the KL metric of the
 evaluation needs it for policy samples. :class:`ReferenceScorer` computes them with the same
-memory-lean path as training (:func:`lire_ray.model.logprobs.sequence_logprobs`), without gradients.
+memory-lean path as training (:func:`lire_ray.logprobs.sequence_logprobs`), without gradients.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from lire_ray.model.collate import tokenize_group
+from lire_ray.collate import tokenize_group
 from lire_ray.pool import PoolRow
 
 
@@ -37,7 +37,7 @@ def reference_logps(model, tokenizer, rows: Sequence[PoolRow], *, max_prompt_tok
     """
     import torch
 
-    from lire_ray.model.logprobs import sequence_logprobs
+    from lire_ray.logprobs import sequence_logprobs
 
     was_training = model.training
     model.eval()
@@ -66,7 +66,7 @@ class ReferenceScorer:
         max_prompt_tokens: Prompt truncation (must match training's).
         max_response_tokens: Response truncation (must match training's).
         batch_prompts: Groups per forward pass.
-        dtype: Model dtype name (see :func:`lire_ray.model.models.resolve_dtype`).
+        dtype: Model dtype name (see :func:`lire_ray.models.resolve_dtype`).
         trust_remote_code: Passed to the loaders.
         device: Torch device.
         packing: ``train.packing`` of the log-prob computation.
@@ -78,7 +78,7 @@ class ReferenceScorer:
                  batch_prompts: int = 8, dtype: str = "auto", trust_remote_code: bool = False,
                  device: str = "cpu", packing: str = "shared_prefix", chunk_size: int = 1024,
                  chat_template: str = "auto"):
-        from lire_ray.model.models import load_causal_lm, load_tokenizer
+        from lire_ray.models import load_causal_lm, load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code,

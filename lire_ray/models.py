@@ -160,7 +160,7 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: str = "auto",
     ``pytorch_model.bin`` through ``torch.load(weights_only=True)``.
 
     SDPA attention is the default because shared-prefix packing
-    (:mod:`lire_ray.model.logprobs`) passes a custom 4D boolean mask, which SDPA accepts.
+    (:mod:`lire_ray.logprobs`) passes a custom 4D boolean mask, which SDPA accepts.
 
     Args:
         name_or_path: Hub id (``org/name``) or local directory.

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe, format_validation_error
 from lire_ray.errors import RunDirError
-from lire_ray.loop.rundir import RunDir
+from lire_ray.rundir import RunDir
 
 #: Keys (``fnmatch`` patterns over dotted paths) a resumed run may change. Each leaves what was
 #: already computed valid: the number of Evolve steps (checked against the steps done), where

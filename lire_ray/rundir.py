@@ -4,7 +4,7 @@ Layout::
 
     <run.dir>/
       config.yaml            resolved recipe snapshot (written first; rewritten when a resume
-                             changes a continuable key, see lire_ray.loop.drift)
+                             changes a continuable key, see lire_ray.drift)
       config_history.jsonl   one line per resume that changed the recipe
       pools/e{k}/            candidate pool of Evolve step k (pool manifest inside)
       pools/.e{k}.parts/     parts of a pool being built (trusted once their checksum is there)
@@ -39,8 +39,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lire_ray.atomic import COMPLETE_MARKER, atomic_write_text
+from lire_ray.atomic import atomic_write_text
 from lire_ray.errors import RunDirError
+
+COMPLETE_MARKER = "COMPLETE"
 
 #: Top-level entries a self-enhancement run writes (``fnmatch`` patterns), and the
 #: sub-directories of ``pools/``, ``checkpoints/`` and ``ray_train/`` it owns.

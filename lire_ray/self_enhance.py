@@ -2,8 +2,8 @@
 
 :func:`run` reads top to bottom: check everything that can be checked without Ray, connect,
 start the role actors and the trainer group, fix the reward normalisation, evaluate the starting
-policy on held-out prompts, run the Evolve steps not yet complete (:func:`lire_ray.loop.algorithm.
-self_enhance`), evaluate the final policy, and write the report (:mod:`lire_ray.loop.run_report`).
+policy on held-out prompts, run the Evolve steps not yet complete (:func:`lire_ray.algorithm.
+self_enhance`), evaluate the final policy, and write the report (:mod:`lire_ray.run_report`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lire_ray import output
+from lire_ray import algorithm, drift, output
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
+from lire_ray.errors import ConfigError
+from lire_ray.evaluator import Evaluator
 from lire_ray.inputs import load_prompt_rows, resolve_policy, resolve_reference
-from lire_ray.loop import algorithm, drift
-from lire_ray.loop.evaluator import Evaluator
-from lire_ray.loop.run_report import finished_report, write_run_report
-from lire_ray.loop.rundir import RunDir
 from lire_ray.losses import build_loss
-from lire_ray.model.models import check_tokenizers, load_tokenizer
-from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect
+from lire_ray.models import check_tokenizers, load_tokenizer
+from lire_ray.run_report import finished_report, write_run_report
+from lire_ray.rundir import RunDir
+from lire_ray.runtime import RoleGroup, check_feasible, connect, disconnect, make_trainer
 from lire_ray.runtime.cluster import namespace_for
 from lire_ray.training.loggers import MetricSink
 
@@ -47,7 +47,14 @@ def run(recipe: Recipe) -> Path:
     if finished is not None:  # nothing left to run: nothing is started
         return finished
     loss = build_loss(recipe.loss.name, recipe.loss.params)
-    algorithm.check_chain_recipe(recipe)
+    if recipe.train_reward_name is None:
+        raise ConfigError("the recipe has no reward models (rewards: [...])")
+    labels = [rm.name for rm in recipe.rewards if rm.kind == "label"]
+    if labels:
+        raise ConfigError(f"reward model(s) {labels} are of kind label, which scores only a "
+                          "dataset's own candidates, while self-enhancement scores new samples; "
+                          "train on labels with jobs/train.py or jobs/compare.py on a prepared "
+                          "pool")
     train_rows = load_prompt_rows(recipe.data.train, recipe.data.max_prompts)
     eval_rows = (load_prompt_rows(recipe.data.eval, recipe.data.eval_prompts)
                  if recipe.data.eval else [])
@@ -77,6 +84,8 @@ def run(recipe: Recipe) -> Path:
                           policy=policy, rewards=True, reference=reference,
                           state_dir=rundir.root)
         sink = open_experiment(recipe, rundir)
+        trainer = make_trainer(recipe, storage_path=str(rundir.root / "ray_train"),
+                               name="policy", roles=roles, sink=sink)
         # Fitted once per run, before anything is scored, so every score uses the same scale.
         norm = roles.normalisation(train_rows)
         evaluator = (Evaluator(recipe, roles, eval_rows,
@@ -85,7 +94,7 @@ def run(recipe: Recipe) -> Path:
                      if eval_rows else None)
         before = _cached(rundir, "before", evaluator)
         log_evaluation(sink, before, step=0)
-        chain = algorithm.build_chain(recipe, rundir, roles, base=policy, norm=norm, sink=sink)
+        chain = algorithm.Chain(recipe, rundir, roles, trainer, base=policy, norm=norm, sink=sink)
         algorithm.self_enhance(chain, train_rows)
         after = _cached(rundir, f"after_e{recipe.evolve.steps}", evaluator)
         log_evaluation(sink, after, step=_last_global_step(rundir))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lire_ray.batch import TokenizedGroup
 from lire_ray.errors import ConfigError, DataError
-from lire_ray.model.batch import TokenizedGroup
 
 PACKINGS = ("shared_prefix", "padded")
 

@@ -1,14 +1,7 @@
-"""Pools as Ray datasets, both ways. ``ray`` is imported inside the functions only.
-
-:func:`pool_dataset` is the one way a pool becomes a ``ray.data.Dataset`` (the trainer's
-input): a finished pool of an Evolve step, a comparison's shared pool in a seeded order, a
-prepared training pool or reward-model pairs. :func:`write_pool_dataset` writes a dataset of
-pool rows as a verified pool.
-"""
+"""Pools through Ray Data. ``ray`` is imported inside the functions only."""
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 
@@ -16,42 +9,39 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lire_ray.errors import DataError
-from lire_ray.pool import read_pool
 from lire_ray.pool.schema import POOL_SCHEMA, validate_table
 from lire_ray.pool.store import (
     _finish,
     _prepare_target,
     _sha256,
     _table_stats,
+    verify_pool,
 )
 
 
-def pool_dataset(source: str | Path | pa.Table, *, seed: int | None = None):
-    """A pool as a Ray dataset, read here: a pool is small, and reading it in Ray Data tasks
-    would start worker processes for every step, comparison run or job.
+def read_pool_dataset(pool_dir):
+    """Verify a pool (see :func:`verify_pool`) and open its files as a ``ray.data.Dataset``.
+
+    Rows are not re-validated here: the files match the checksums of a manifest that is only
+    written after validation.
 
     Args:
-        source: A pool directory (verified against its manifest and every row validated, see
-            :func:`~lire_ray.pool.read_pool`), or rows already loaded and checked (a training
-            pool with label scores added, reward-model pairs).
-        seed: Shuffle the rows in this seeded order (the seed of a comparison run); None keeps
-            the pool's order.
+        pool_dir: Pool directory (local or on a filesystem every Ray node sees).
 
     Returns:
-        A ``ray.data.Dataset`` with one row per table row.
+        A lazy dataset over exactly the manifest's files, one row per prompt.
 
     Raises:
         PoolIntegrityError: The directory does not match its manifest.
-        DataError: A row breaks a pool invariant.
     """
     import ray.data
 
-    table = source if isinstance(source, pa.Table) else read_pool(source)
-    if seed is not None:
-        order = list(range(table.num_rows))
-        random.Random(seed).shuffle(order)
-        table = table.take(order)
-    return ray.data.from_arrow(table)
+    manifest = verify_pool(pool_dir)
+    paths = [str(Path(pool_dir).absolute() / e["name"]) for e in manifest["files"]]
+    if not paths:
+        return ray.data.from_arrow(POOL_SCHEMA.empty_table())
+    # Reading moves a few rows; it must not wait for a whole CPU a trainer worker holds.
+    return ray.data.read_parquet(paths, partitioning=None, num_cpus=0.01)
 
 
 def _conform_batch(batch: pa.Table) -> pa.Table:

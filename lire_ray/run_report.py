@@ -16,14 +16,14 @@ import logging
 import math
 from pathlib import Path
 
+from lire_ray import plots
 from lire_ray.atomic import atomic_write_text
 from lire_ray.config import Recipe
-from lire_ray.loop.rundir import RunDir
 from lire_ray.metrics import grad_health
 from lire_ray.metrics.stats import negative_flip_rate
 from lire_ray.metrics.summary import KL_NOTE, WIN_RATE_NOTE, first_samples
-from lire_ray.reporting import plots
-from lire_ray.reporting.report import markdown_table, write_report
+from lire_ray.report import markdown_table, write_report
+from lire_ray.rundir import RunDir
 
 EXAMPLES = 4
 
@@ -199,9 +199,9 @@ def finished_run(recipe: Recipe) -> Path | None:
     is loaded, so a finished run re-reports in a moment.
 
     Raises:
-        RunDirError: As for :func:`lire_ray.loop.self_enhance.run`.
+        RunDirError: As for :func:`lire_ray.self_enhance.run`.
     """
-    from lire_ray.loop import drift
+    from lire_ray import drift
 
     rundir = RunDir(recipe.run.dir, resume=recipe.run.resume)
     drift.check_resume(rundir, recipe)

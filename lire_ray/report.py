@@ -1,4 +1,4 @@
-"""Run reports: ``report.md`` with its PNG plots (:mod:`lire_ray.reporting.plots`), and ``metrics.json``
+"""Run reports: ``report.md`` with its PNG plots (:mod:`lire_ray.plots`), and ``metrics.json``
 holding every number shown. Each function takes plain numbers; nothing here talks to Ray or a
 model.
 """

@@ -16,7 +16,7 @@ import time
 
 from lire_ray.output import terminal
 
-log = logging.getLogger("lire_ray.runtime.progress")
+log = logging.getLogger("lire_ray.progress")
 
 
 class Progress:
