@@ -223,13 +223,11 @@ def run_peer(args) -> dict:
     from bench.peer import run_peer_bench
 
     policy = "tiny" if args.quick else args.policy
-    if policy == "smollm2-135m-instruct":
-        try:
-            from lire_ray.inputs import resolve_policy_name  # type: ignore[attr-defined]
-        except ImportError:
-            raise ConfigError("--policy smollm2-135m-instruct needs the packaged model's "
-                              "loader; give its converted HF folder as --policy PATH") from None
-        policy = resolve_policy_name(policy)
+    from lire_ray.gguf_models import ensure_hf_from_gguf, is_gguf_spec
+
+    if policy != "tiny" and is_gguf_spec(policy):
+        # The packaged model (or any GGUF file), converted once into the default run cache.
+        policy = str(ensure_hf_from_gguf(policy, ROOT / ".cache" / "lire-ray", key="--policy"))
     prompts = args.peer_prompts or (16 if args.quick else 64)
     try:
         return run_peer_bench(policy=policy, k=args.k, prompts=prompts, lr=args.lr,
