@@ -223,11 +223,14 @@ def run_peer(args) -> dict:
     from bench.peer import run_peer_bench
 
     policy = "tiny" if args.quick else args.policy
-    from lire_ray.gguf_models import ensure_hf_from_gguf, is_gguf_spec
+    if policy != "tiny":
+        from lire_ray.cli import DEFAULT_RECIPE
+        from lire_ray.config import load_recipe
+        from lire_ray.inputs import resolve_policy
 
-    if policy != "tiny" and is_gguf_spec(policy):
-        # The packaged model (or any GGUF file), converted once into the default run cache.
-        policy = str(ensure_hf_from_gguf(policy, ROOT / ".cache" / "lire-ray", key="--policy"))
+        # A GGUF model (the packaged one by name) is converted once into the default recipe's
+        # run cache; a local folder must exist.
+        policy = resolve_policy(load_recipe(DEFAULT_RECIPE, []), policy, key="--policy")
     prompts = args.peer_prompts or (16 if args.quick else 64)
     try:
         return run_peer_bench(policy=policy, k=args.k, prompts=prompts, lr=args.lr,
