@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ BENCH_SMALL = "--iters 1 --sampler-iters 1 --backends hf --loss-k 2,4"
 RECIPE_JOBS = ("self_enhance", "train", "evaluate", "compare", "sample", "score")
 COMMAND_WORDS = ("make", "python", "pip", "ray", "export")
 CHECK_MARKER = "<!-- readme-test: check -->"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -272,3 +274,114 @@ def test_every_readme_command_runs_in_order(tmp_path, shared_ray, tiny_cache):
         capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert os.path.getsize(run / "config_history.jsonl") == len(history) + 1
+    # What the README's comparison and evaluation commands wrote (the checks of these two jobs
+    # live here: running them a second time elsewhere would repeat minutes of work).
+    _check_compare(repo / "runs" / "tiny-compare" / "compare", seeds=(0, 1))
+    _check_evaluate(run / "eval", base_recipe=repo / "configs" / "tiny.yaml")
+
+
+
+def _small_value(key: str) -> int:
+    return int(next(w for w in SMALL.split() if w.startswith(f"{key}=")).split("=")[1])
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _check_pngs(out: Path, report_text: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report_text)
+    assert links, "the report links no plot"
+    for link in links:
+        data = (out / link).read_bytes()
+        assert data[:8] == PNG_MAGIC, link
+        assert mpimg.imread(out / link).ndim == 3, link
+    return links
+
+
+def _check_compare(out: Path, *, seeds: tuple[int, ...]) -> None:
+    """``jobs/compare.py --losses lire dpo``: the Table 2 rows, one pool every run trained on,
+    a complete checkpoint per (loss, seed), the plots."""
+    from lire_ray.pool import verify_pool
+
+    report = (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = report.split("## Methods (paper Table 2)")[1].split("##")[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")}
+    assert set(rows) == {"base policy (no training)", "lire", "dpo"}, rows
+    assert set(metrics["table"]) == {"base", "lire", "dpo"}
+    for method in ("lire", "dpo"):
+        cells = metrics["table"][method]
+        assert cells["avg_win_rate"]["n"] == len(seeds)
+        assert 0.0 <= cells["avg_win_rate"]["mean"] <= 1.0
+        # Several seeds: the table gives the mean with an interval.
+        assert f"{cells['reward/vader']['mean']:.4f}" in rows[method] and "±" in rows[method]
+    prompts = _small_value("data.max_prompts")
+    manifest = verify_pool(out / "pool")
+    assert manifest["num_rows"] == prompts and manifest["num_candidates"] == 4 * prompts
+    # The report describes that pool, not the prompt rows it was sampled from.
+    assert metrics["setup"]["pool"]["k_rows"] == {"4": prompts}
+    assert sorted((r["loss"], r["seed"]) for r in metrics["runs"]) == sorted(
+        (loss, s) for loss in ("lire", "dpo") for s in seeds)
+    for run in metrics["runs"]:
+        assert (out / "checkpoints" / f"{run['loss']}-s{run['seed']}" / "COMPLETE").is_file()
+        assert _finite(run["final_loss"]) and _finite(run["kl"]["value"])
+        assert all(0.0 <= v <= 1.0 for v in run["table"]["win_rate"].values())
+    links = _check_pngs(out, report)
+    assert {"plots/frontier.png", "plots/training.png", "plots/win_rate_vs_k_afinn.png"} \
+        <= set(links)
+
+
+def _check_evaluate(out: Path, *, base_recipe: Path) -> None:
+    """``jobs/evaluate.py policy=<checkpoint>``: every judge at every temperature for the base
+    and the trained policy, KL to the reference (the base: its own KL vanishes), negative
+    flips, Best-of-n, and the rendered text of every held-out prompt."""
+    from lire_ray.config import load_recipe
+    from lire_ray.inputs import load_prompt_rows
+
+    recipe = load_recipe(base_recipe, [])
+    judges, temps = list(recipe.eval.judges), list(recipe.eval.temperatures)
+    kl_samples, best_of_n = recipe.eval.kl_samples, list(recipe.eval.best_of_n)
+    prompts = _small_value("data.eval_prompts")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["judges"] == judges and metrics["prompts"] == prompts
+    rows = load_prompt_rows(recipe.data.eval or "", prompts)
+    # The tiny task renders no chat template: the recorded text is the prompt itself.
+    assert metrics["held_out_prompts"] == [{"prompt_id": r.prompt_id, "prompt_text": r.prompt}
+                                           for r in rows]
+    for key in ("base", "policy"):
+        by_t = {r["temperature"]: r for r in metrics[key]["temperatures"]}
+        assert set(by_t) == set(temps)
+        for t, rec in by_t.items():
+            assert rec["samples_per_prompt"] == (1 if t == 0.0 else kl_samples)
+            assert set(rec["mean"]) == set(judges)
+            assert all(_finite(v) for v in rec["mean"].values())
+            assert all(0.0 <= v <= 1.0 for v in rec["win_rate"].values())
+            assert math.isclose(rec["avg_win_rate"],
+                                sum(rec["win_rate"].values()) / len(judges), abs_tol=1e-12)
+        kl = metrics[key]["kl"]
+        assert kl["n"] + kl["excluded"] == prompts * kl_samples and kl["n"] >= prompts
+        assert _finite(kl["value"]) and _finite(kl["stderr"])
+    # The reference is the base policy: KL(base || base) vanishes (sampler and reference
+    # compute the same float32 forward; the slack covers summation order).
+    base_kl = metrics["base"]["kl"]
+    assert abs(base_kl["value"]) <= 4 * base_kl["stderr"] + 1e-4, base_kl
+    # The trained checkpoint is not the reference: its per-sample log-ratios spread out.
+    assert metrics["policy"]["kl"]["stderr"] > 1e3 * max(base_kl["stderr"], 1e-6)
+    assert set(metrics["negative_flip_rate"]) == set(judges)
+    assert all(0.0 <= v <= 1.0 for v in metrics["negative_flip_rate"].values())
+    bon = {b["n"]: b for b in metrics["best_of_n"]["results"]}
+    assert set(bon) == set(best_of_n) and metrics["best_of_n"]["picker"] == judges[0]
+    # The n samples extend the smaller n's (same seeds), so picking by the first judge among
+    # more of them cannot lower the pick's mean score under that judge.
+    ns = sorted(bon)
+    assert all(bon[b]["mean"][judges[0]] >= bon[a]["mean"][judges[0]]
+               for a, b in zip(ns, ns[1:]))
+    assert metrics["human"]["mean"].keys() == set(judges)
+    _check_pngs(out, (out / "report.md").read_text())

@@ -132,6 +132,31 @@ def test_left_padded_batch_equals_one_prompt_at_a_time(models):
     assert [g[0].text for g in batched.generate(PROMPTS, n=1)] == expected
 
 
+def teacher_forced_logp(model, tokenizer, prompt: str, tokens: list[int]) -> float:
+    """Summed log-prob of ``tokens`` after ``prompt``: one forward, no padding, no sampling
+    settings (temperature and top-p do not change the policy's own probabilities)."""
+    ids = tokenizer(prompt)["input_ids"]
+    full = torch.tensor([ids + tokens])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(input_ids=full).logits[0].float(), -1)
+    return sum(float(logps[len(ids) - 1 + j, tok]) for j, tok in enumerate(tokens))
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_candidates_carry_their_log_prob_under_the_policy(models, temperature, top_p):
+    """The KL estimate of the evaluation needs log pi(y|x) of every sample: left-padded batched
+    sampling reports what a plain forward on each prompt and its tokens gives."""
+    tokenizer, model = load_tokenizer(models["base"]), load_causal_lm(models["base"])
+    sampler = build_sampler(models["base"], hf_cfg(temperature=temperature, top_p=top_p,
+                                                   batch_size=8))
+    groups = sampler.generate(PROMPTS, n=3, seed=2)
+    for prompt, group in zip(PROMPTS, groups, strict=True):
+        for c in group:
+            assert c.cumulative_logprob == pytest.approx(
+                teacher_forced_logp(model, tokenizer, prompt, list(c.token_ids)), abs=1e-3)
+            assert c.cumulative_logprob < 0
+
+
 def test_stop_string_cuts_and_ends_generation(models):
     free = build_sampler(models["base"], hf_cfg(max_new_tokens=16)).generate(PROMPTS, n=4,
                                                                              seed=3)

@@ -12,6 +12,7 @@ Shape notation: B prompts, K candidates per prompt, L tokens.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -166,15 +167,24 @@ class HFSampler:
             # top_k=0 switches off the top-50 filter transformers applies by default; vLLM
             # samples from the full (top-p) distribution.
             gen_cfg.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+        # Raw logits, before temperature and top-p: the candidates' log-probabilities under the
+        # policy itself (what vLLM reports, and what the evaluation's KL estimate needs).
+        gen_cfg.update(output_logits=True, return_dict_in_generate=True)
         out = self._model.generate(input_ids=input_ids, attention_mask=mask,
                                    generation_config=gen_cfg, tokenizer=self._tokenizer)
-        new = out[:, input_ids.shape[1]:].tolist()
+        generated = out.sequences[:, input_ids.shape[1]:]
+        # [B*n, T]: log-prob of each generated token (positions after the end are unused).
+        token_logps = torch.stack([torch.log_softmax(step.float(), dim=-1)
+                                   for step in out.logits], dim=1)
+        token_logps = token_logps.gather(-1, generated.unsqueeze(-1)).squeeze(-1).tolist()
+        new = generated.tolist()
         eos, pad = self._eos_ids(), self._tokenizer.pad_token_id
         per_prompt = 1 if greedy else n
         result = []
         for i in range(len(chunk)):
             cands = []
-            for row in new[i * per_prompt:(i + 1) * per_prompt]:
+            for k in range(i * per_prompt, (i + 1) * per_prompt):
+                row = new[k]
                 end = next((j for j, tok in enumerate(row) if tok in eos), None)
                 if end is not None:
                     row, hit = row[:end + 1], True
@@ -183,7 +193,8 @@ class HFSampler:
                     while row and row[-1] == pad:
                         row = row[:-1]
                     hit = False
-                cands.append(self._candidate(row, cfg.stop, hit))
+                cands.append(dataclasses.replace(self._candidate(row, cfg.stop, hit),
+                                                 cumulative_logprob=sum(token_logps[k][:len(row)])))
             result.append(cands * n if greedy else cands)
         return result
 
