@@ -17,13 +17,13 @@ The parsing helpers are unit-tested here too (not integration).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
