@@ -10,8 +10,11 @@ second pool is sampled while the first step trains, so its candidates lag one po
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from _selfenhance import BIN, ROOT, check_pools, job_env, ray_cli
@@ -19,6 +22,29 @@ from _selfenhance import BIN, ROOT, check_pools, job_env, ray_cli
 from lire_ray.pool import read_pool, table_to_rows
 
 pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kill_cluster(temp) -> None:
+    """SIGKILL every process of the cluster whose files live in ``temp`` (each Ray process
+    names its session directory on its command line). Not ``ray stop``: that stops every Ray
+    cluster on the machine, including those of tests running beside this one."""
+    import signal
+
+    marker = str(temp).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass  # gone meanwhile, or not ours to read
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +59,9 @@ def two_node_cluster(tmp_path_factory):
     import secrets
 
     temp = tmp_path_factory.mktemp("ray")
+    # A dashboard port of its own: another local cluster on this machine (a test running in
+    # parallel) may hold Ray's default one, and the job must not be submitted there.
+    gcs_port, dashboard_port = _free_port(), _free_port()
     token = temp / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = job_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
@@ -40,14 +69,16 @@ def two_node_cluster(tmp_path_factory):
     try:
         head = ray_cli("start", "--head", "--num-cpus=3", "--resources", '{"node_a": 1}',
                        "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                       f"--temp-dir={temp}", "--port=6391", env=env, check=False)
+                       f"--dashboard-port={dashboard_port}",
+                       f"--temp-dir={temp}", f"--port={gcs_port}", env=env, check=False)
         assert head.returncode == 0, head.stderr[-3000:]
-        worker = ray_cli("start", "--address=127.0.0.1:6391", "--num-cpus=3", "--resources",
+        worker = ray_cli("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=3", "--resources",
                          '{"node_b": 1}', env=env, check=False)
         assert worker.returncode == 0, worker.stderr[-3000:]
-        yield {"address": "127.0.0.1:6391", "dashboard": "http://127.0.0.1:8265", "env": env}
+        yield {"address": f"127.0.0.1:{gcs_port}",
+               "dashboard": f"http://127.0.0.1:{dashboard_port}", "env": env}
     finally:
-        ray_cli("stop", "--force", env=env, check=False)
+        _kill_cluster(temp)
 
 
 def test_ray_job_submit_two_nodes_improves_heldout_judge(two_node_cluster, tmp_path,
