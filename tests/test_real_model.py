@@ -22,11 +22,12 @@ from _served import served_mismatches
 pytestmark = pytest.mark.integration
 
 #: Eight held-out prompts answered greedily; one optimizer step on four prompts x K = 2; a
-#: learning rate high enough that one step visibly moves the greedy answers.
+#: learning rate high enough that one step visibly moves the greedy answers; one sample per
+#: prompt for the KL estimate the evaluation always makes (this test does not read it).
 SMALL = ["evolve.steps=1", "data.max_prompts=4", "data.eval_prompts=8",
          "sampler.num_candidates=2", "sampler.max_new_tokens=16", "model.max_response_tokens=16",
          "train.micro_batch_prompts=4", "train.lr=5e-3", "eval.temperatures=[0.0]",
-         "eval.best_of_n=[1]", "train.logger=none"]
+         "eval.best_of_n=[1]", "eval.kl_samples=1", "train.logger=none"]
 
 
 @pytest.fixture(scope="module")
