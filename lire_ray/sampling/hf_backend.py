@@ -174,9 +174,9 @@ class HFSampler:
                                    generation_config=gen_cfg, tokenizer=self._tokenizer)
         generated = out.sequences[:, input_ids.shape[1]:]
         # [B*n, T]: log-prob of each generated token (positions after the end are unused).
-        token_logps = torch.stack([torch.log_softmax(step.float(), dim=-1)
-                                   for step in out.logits], dim=1)
-        token_logps = token_logps.gather(-1, generated.unsqueeze(-1)).squeeze(-1).tolist()
+        step_logps = torch.stack([torch.log_softmax(step.float(), dim=-1)
+                                  for step in out.logits], dim=1)
+        token_logps = step_logps.gather(-1, generated.unsqueeze(-1)).squeeze(-1).tolist()
         new = generated.tolist()
         eos, pad = self._eos_ids(), self._tokenizer.pad_token_id
         per_prompt = 1 if greedy else n
